@@ -1,0 +1,24 @@
+// Package shm is the per-chain shared-memory pool: the one place a request's
+// bytes live between the gateway copying them in and the gateway writing the
+// response out (DESIGN §3).
+//
+// A ChainPool is a memfd (MFD_HUGETLB when the node has hugepages reserved,
+// normal pages otherwise, with a log line saying so) holding, in order:
+//
+//	pool header (4 KiB)     magic, geometry, free-list head, free count
+//	slot headers            128 B each: state, owner, generation, request
+//	                        metadata (topic, itinerary, status, timestamps)
+//	region                  fixed-size area for the route table (package
+//	                        routing) and, in poll mode, descriptor rings
+//	slot data               SlotSize bytes each, page aligned
+//
+// The free list is a tagged Treiber stack in the pool itself, so any process
+// that maps the pool (gateway or chain member) can allocate and free with
+// atomics only. Every slot records the instance that currently holds it; when
+// an instance dies the gateway reclaims exactly its slots (ReclaimOwner), so a
+// kill -9 leaks nothing. A slot's state is changed with compare-and-swap, so a
+// slot can never be freed twice, whatever races a crash produces.
+//
+// The pool is never reachable through a path: its fd is passed to verified
+// chain members over the node's control socket (SCM_RIGHTS).
+package shm
