@@ -1,0 +1,398 @@
+package routing
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/spright-dev/spright/pkg/shm"
+)
+
+// Limits of the in-pool table.
+const (
+	MaxFunctions = 64 // including the gateway at index 0
+	MaxInstances = 32 // per function
+	MaxRoutes    = 256
+	MaxNameLen   = 32
+	maxTopicLen  = shm.MaxTopic
+	// MaxHops bounds how many functions one request may visit (loop guard).
+	MaxHops = 256
+)
+
+// Gateway is the function index of the gateway.
+const Gateway uint8 = 0
+
+// GatewayName is the reserved function name of the gateway in a Spec.
+const GatewayName = "gateway"
+
+// Wildcard is the default topic.
+const Wildcard = "*"
+
+const tableMagic uint32 = 0x52544231 // "RTB1"
+
+type funcEntry struct {
+	Name        [MaxNameLen]byte
+	NameLen     uint32
+	Concurrency uint32 // containerConcurrency; 0 = unlimited
+	NInst       uint32
+	RR          uint32 // round-robin cursor for ties (atomic)
+	Inst        [MaxInstances]uint32
+}
+
+type routeEntry struct {
+	From     uint8
+	N        uint8
+	TopicLen uint8
+	_        uint8
+	Topic    [maxTopicLen]byte
+	To       [shm.MaxItinerary]uint8
+}
+
+type tableHeader struct {
+	Magic   uint32
+	Seq     uint32 // seqlock: odd while the gateway writes
+	NFuncs  uint32
+	NRoutes uint32
+}
+
+type layout struct {
+	hdr    tableHeader
+	funcs  [MaxFunctions]funcEntry
+	routes [MaxRoutes]routeEntry
+}
+
+// Size is the number of region bytes the table needs.
+const Size = int(unsafe.Sizeof(layout{}))
+
+// FunctionSpec declares one chain member.
+type FunctionSpec struct {
+	Name        string
+	Concurrency uint32
+}
+
+// Route declares one (function, topic) → itinerary entry.
+type Route struct {
+	From  string   // function name, or GatewayName for the chain entry
+	Topic string   // exact topic or "*"
+	To    []string // functions to visit in order
+}
+
+// Spec is a whole chain's routing.
+type Spec struct {
+	Functions []FunctionSpec
+	Routes    []Route
+}
+
+// Errors.
+var (
+	ErrNoInstance  = errors.New("routing: no ready instance")
+	ErrTooManyHops = errors.New("routing: itinerary too long or loop (hop limit reached)")
+	ErrUnknownFunc = errors.New("routing: unknown function")
+)
+
+// RouteTable is a view of the table in a pool region.
+type RouteTable struct {
+	l  *layout
+	mu sync.Mutex // serializes writers within the gateway process
+}
+
+// Validate checks a Spec without writing it anywhere.
+func (s Spec) Validate() error {
+	_, err := s.index()
+	return err
+}
+
+func (s Spec) index() (map[string]uint8, error) {
+	if len(s.Functions)+1 > MaxFunctions {
+		return nil, fmt.Errorf("routing: %d functions, at most %d", len(s.Functions), MaxFunctions-1)
+	}
+	idx := map[string]uint8{GatewayName: Gateway}
+	for i, f := range s.Functions {
+		if f.Name == "" || len(f.Name) > MaxNameLen {
+			return nil, fmt.Errorf("routing: function %d: name %q must be 1..%d bytes", i, f.Name, MaxNameLen)
+		}
+		if _, dup := idx[f.Name]; dup {
+			return nil, fmt.Errorf("routing: function %q declared twice (or uses the reserved name %q)", f.Name, GatewayName)
+		}
+		idx[f.Name] = uint8(i + 1)
+	}
+	if len(s.Routes) > MaxRoutes {
+		return nil, fmt.Errorf("routing: %d routes, at most %d", len(s.Routes), MaxRoutes)
+	}
+	seen := map[string]bool{}
+	for _, r := range s.Routes {
+		if _, ok := idx[r.From]; !ok {
+			return nil, fmt.Errorf("%w: route from %q", ErrUnknownFunc, r.From)
+		}
+		if r.Topic == "" || len(r.Topic) > maxTopicLen {
+			return nil, fmt.Errorf("routing: route from %q: topic %q must be 1..%d bytes (use %q for the default)", r.From, r.Topic, maxTopicLen, Wildcard)
+		}
+		if k := r.From + "\x00" + r.Topic; seen[k] {
+			return nil, fmt.Errorf("routing: route from %q topic %q declared twice", r.From, r.Topic)
+		} else {
+			seen[k] = true
+		}
+		if len(r.To) == 0 || len(r.To) > shm.MaxItinerary {
+			return nil, fmt.Errorf("routing: route from %q topic %q: 1..%d next functions", r.From, r.Topic, shm.MaxItinerary)
+		}
+		for _, to := range r.To {
+			if i, ok := idx[to]; !ok || i == Gateway {
+				return nil, fmt.Errorf("%w: route from %q topic %q goes to %q", ErrUnknownFunc, r.From, r.Topic, to)
+			}
+		}
+	}
+	return idx, nil
+}
+
+// Init writes spec into region (which must hold Size bytes) and returns the
+// table. Only the gateway calls it.
+func Init(region []byte, spec Spec) (*RouteTable, error) {
+	idx, err := spec.index()
+	if err != nil {
+		return nil, err
+	}
+	if len(region) < Size {
+		return nil, fmt.Errorf("routing: region of %d bytes, table needs %d", len(region), Size)
+	}
+	t := &RouteTable{l: (*layout)(unsafe.Pointer(&region[0]))}
+	t.l.hdr.Seq = 0
+	t.write(func(l *layout) {
+		l.hdr.Magic = tableMagic
+		l.funcs = [MaxFunctions]funcEntry{}
+		l.routes = [MaxRoutes]routeEntry{}
+		setName(&l.funcs[0], GatewayName)
+		for i, f := range spec.Functions {
+			setName(&l.funcs[i+1], f.Name)
+			l.funcs[i+1].Concurrency = f.Concurrency
+		}
+		l.hdr.NFuncs = uint32(len(spec.Functions) + 1)
+		for i, r := range spec.Routes {
+			e := &l.routes[i]
+			e.From = idx[r.From]
+			e.TopicLen = uint8(copy(e.Topic[:], r.Topic))
+			e.N = uint8(len(r.To))
+			for j, to := range r.To {
+				e.To[j] = idx[to]
+			}
+		}
+		l.hdr.NRoutes = uint32(len(spec.Routes))
+	})
+	return t, nil
+}
+
+// Open returns a reader's view of a table the gateway initialised.
+func Open(region []byte) (*RouteTable, error) {
+	if len(region) < Size {
+		return nil, fmt.Errorf("routing: region of %d bytes, table needs %d", len(region), Size)
+	}
+	l := (*layout)(unsafe.Pointer(&region[0]))
+	if atomic.LoadUint32(&l.hdr.Magic) != tableMagic {
+		return nil, errors.New("routing: pool region holds no route table")
+	}
+	return &RouteTable{l: l}, nil
+}
+
+func setName(f *funcEntry, n string) { f.NameLen = uint32(copy(f.Name[:], n)) }
+
+func (t *RouteTable) write(fn func(*layout)) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	atomic.AddUint32(&t.l.hdr.Seq, 1)
+	fn(t.l)
+	atomic.AddUint32(&t.l.hdr.Seq, 1)
+}
+
+// read runs fn until it saw a consistent table.
+func (t *RouteTable) read(fn func(*layout)) {
+	for {
+		s := atomic.LoadUint32(&t.l.hdr.Seq)
+		if s&1 == 0 {
+			fn(t.l)
+			if atomic.LoadUint32(&t.l.hdr.Seq) == s {
+				return
+			}
+		}
+	}
+}
+
+// FunctionIndex returns the index of the named function.
+func (t *RouteTable) FunctionIndex(name string) (idx uint8, ok bool) {
+	t.read(func(l *layout) {
+		idx, ok = 0, false
+		for i := uint32(0); i < l.hdr.NFuncs && i < MaxFunctions; i++ {
+			f := &l.funcs[i]
+			if string(f.Name[:min(f.NameLen, MaxNameLen)]) == name {
+				idx, ok = uint8(i), true
+				return
+			}
+		}
+	})
+	return idx, ok
+}
+
+// FunctionName returns the name of function idx ("" if unknown).
+func (t *RouteTable) FunctionName(idx uint8) (name string) {
+	t.read(func(l *layout) {
+		name = ""
+		if uint32(idx) < l.hdr.NFuncs && idx < MaxFunctions {
+			f := &l.funcs[idx]
+			name = string(f.Name[:min(f.NameLen, MaxNameLen)])
+		}
+	})
+	return name
+}
+
+// Lookup returns the itinerary for (from, topic): the exact topic if there
+// is a route for it, else the wildcard, else nil.
+func (t *RouteTable) Lookup(from uint8, topic string) (itin []uint8) {
+	t.read(func(l *layout) {
+		itin = itin[:0]
+		var wild *routeEntry
+		for i := uint32(0); i < l.hdr.NRoutes && i < MaxRoutes; i++ {
+			e := &l.routes[i]
+			if e.From != from {
+				continue
+			}
+			tp := string(e.Topic[:min(e.TopicLen, maxTopicLen)])
+			if tp == topic {
+				itin = append(itin, e.To[:min(e.N, shm.MaxItinerary)]...)
+				return
+			}
+			if tp == Wildcard {
+				wild = e
+			}
+		}
+		if wild != nil {
+			itin = append(itin, wild.To[:min(wild.N, shm.MaxItinerary)]...)
+		}
+	})
+	return itin
+}
+
+// NextHop advances a slot's itinerary after function cur finished with
+// topic: cur's own route is pushed in front of what is still pending, then
+// the first pending function is popped. Gateway means "return the result".
+func (t *RouteTable) NextHop(h *shm.SlotHeader, cur uint8, topic string) (uint8, error) {
+	if h.Hops >= MaxHops {
+		return Gateway, ErrTooManyHops
+	}
+	route := t.Lookup(cur, topic)
+	n := int(h.ItinLen)
+	if n > shm.MaxItinerary {
+		return Gateway, ErrTooManyHops
+	}
+	if n+len(route) > shm.MaxItinerary {
+		return Gateway, ErrTooManyHops
+	}
+	// The itinerary is a stack: the next function is at the end.
+	for i := len(route) - 1; i >= 0; i-- {
+		h.Itinerary[n] = route[i]
+		n++
+	}
+	if n == 0 {
+		h.ItinLen = 0
+		return Gateway, nil
+	}
+	next := h.Itinerary[n-1]
+	h.ItinLen = uint8(n - 1)
+	h.Hops++
+	return next, nil
+}
+
+// InflightFunc reports an instance's in-flight requests (from the EPROXY map).
+type InflightFunc func(instance uint32) int64
+
+// Pick chooses the instance of function fn with the most residual capacity
+// (concurrency − in-flight); ties go round-robin. inflight may be nil (all
+// instances then count as idle).
+func (t *RouteTable) Pick(fn uint8, inflight InflightFunc) (uint32, error) {
+	var (
+		ids  [MaxInstances]uint32
+		n    int
+		conc uint32
+		rr   *uint32
+	)
+	t.read(func(l *layout) {
+		n = 0
+		if uint32(fn) >= l.hdr.NFuncs || fn >= MaxFunctions {
+			return
+		}
+		f := &l.funcs[fn]
+		n = int(min(atomic.LoadUint32(&f.NInst), MaxInstances))
+		copy(ids[:n], f.Inst[:n])
+		conc, rr = f.Concurrency, &f.RR
+	})
+	switch n {
+	case 0:
+		return 0, fmt.Errorf("%w for function %q", ErrNoInstance, t.FunctionName(fn))
+	case 1:
+		return ids[0], nil
+	}
+	start := int(atomic.AddUint32(rr, 1) % uint32(n))
+	capacity := int64(conc)
+	if conc == 0 {
+		capacity = 1 << 40
+	}
+	best, bestRes := ids[start], int64(-1<<62)
+	for k := 0; k < n; k++ {
+		id := ids[(start+k)%n]
+		res := capacity
+		if inflight != nil {
+			res -= inflight(id)
+		}
+		if res > bestRes {
+			best, bestRes = id, res
+		}
+	}
+	return best, nil
+}
+
+// Instances returns the registered instances of fn.
+func (t *RouteTable) Instances(fn uint8) (ids []uint32) {
+	t.read(func(l *layout) {
+		ids = ids[:0]
+		if uint32(fn) < l.hdr.NFuncs && fn < MaxFunctions {
+			f := &l.funcs[fn]
+			ids = append(ids, f.Inst[:min(f.NInst, MaxInstances)]...)
+		}
+	})
+	return ids
+}
+
+// AddInstance makes instance id of function fn eligible for routing.
+func (t *RouteTable) AddInstance(fn uint8, id uint32) error {
+	var err error
+	t.write(func(l *layout) {
+		if fn == Gateway || uint32(fn) >= l.hdr.NFuncs {
+			err = fmt.Errorf("%w: index %d", ErrUnknownFunc, fn)
+			return
+		}
+		f := &l.funcs[fn]
+		if f.NInst >= MaxInstances {
+			err = fmt.Errorf("routing: function %q already has %d instances", string(f.Name[:f.NameLen]), MaxInstances)
+			return
+		}
+		f.Inst[f.NInst] = id
+		atomic.AddUint32(&f.NInst, 1)
+	})
+	return err
+}
+
+// RemoveInstance takes id out of fn's instance list (no-op if absent).
+func (t *RouteTable) RemoveInstance(fn uint8, id uint32) {
+	t.write(func(l *layout) {
+		if uint32(fn) >= l.hdr.NFuncs || fn >= MaxFunctions {
+			return
+		}
+		f := &l.funcs[fn]
+		for i := uint32(0); i < f.NInst; i++ {
+			if f.Inst[i] == id {
+				copy(f.Inst[i:], f.Inst[i+1:f.NInst])
+				f.NInst--
+				return
+			}
+		}
+	})
+}
