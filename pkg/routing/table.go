@@ -66,6 +66,10 @@ type layout struct {
 // Size is the number of region bytes the table needs.
 const Size = int(unsafe.Sizeof(layout{}))
 
+// RegionEnd is the first page-aligned region offset after the table: where
+// poll-mode rings start.
+const RegionEnd = (Size + 4095) / 4096 * 4096
+
 // FunctionSpec declares one chain member.
 type FunctionSpec struct {
 	Name        string

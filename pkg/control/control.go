@@ -1,0 +1,220 @@
+package control
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultSocket is where the gateway listens unless told otherwise.
+const DefaultSocket = "/run/spright/control.sock"
+
+// MaxMessage bounds one control message.
+const MaxMessage = 4096
+
+// maxFDs bounds the descriptors accepted with one message.
+const maxFDs = 4
+
+// Message types.
+const (
+	TypeHello   = "hello"
+	TypeWelcome = "welcome"
+	TypeJoin    = "join"
+	TypeJoined  = "joined"
+	TypeError   = "error"
+)
+
+// Message is every control message; Type says which fields matter.
+type Message struct {
+	Type string `json:"type"`
+
+	// Hello
+	Chain    string `json:"chain,omitempty"`
+	Function string `json:"function,omitempty"`
+
+	// Welcome
+	Instance      uint32 `json:"instance,omitempty"`
+	ChainID       uint16 `json:"chainID,omitempty"`
+	FunctionIndex uint8  `json:"functionIndex,omitempty"`
+	Mode          string `json:"mode,omitempty"`
+	Concurrency   uint32 `json:"concurrency,omitempty"`
+	// Ring is the member's receive ring in poll mode.
+	Ring int `json:"ring,omitempty"`
+
+	// Error
+	Error string `json:"error,omitempty"`
+}
+
+// Conn is one end of a control connection.
+type Conn struct{ c *net.UnixConn }
+
+// Errors.
+var (
+	ErrTooManyFDs = errors.New("control: too many file descriptors attached")
+	ErrMalformed  = errors.New("control: malformed message")
+)
+
+// Dial connects to the gateway's control socket.
+func Dial(path string) (*Conn, error) {
+	c, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("control: dial %s: %w", path, err)
+	}
+	return &Conn{c: c}, nil
+}
+
+// Listen creates the control socket at path (replacing a stale one) with
+// mode 0660: only root and the socket's group can register functions.
+func Listen(path string) (*net.UnixListener, error) {
+	if err := os.MkdirAll(dirOf(path), 0o750); err != nil {
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	_ = os.Remove(path)
+	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("control: listen %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o660); err != nil {
+		l.Close()
+		return nil, fmt.Errorf("control: %w", err)
+	}
+	return l, nil
+}
+
+func dirOf(p string) string {
+	for i := len(p) - 1; i >= 0; i-- {
+		if p[i] == '/' {
+			if i == 0 {
+				return "/"
+			}
+			return p[:i]
+		}
+	}
+	return "."
+}
+
+// NewConn wraps an accepted connection.
+func NewConn(c *net.UnixConn) *Conn { return &Conn{c: c} }
+
+// Send writes m with fds attached (the caller keeps its copies of fds).
+func (c *Conn) Send(m Message, fds ...int) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("control: encode %s: %w", m.Type, err)
+	}
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	if _, _, err := c.c.WriteMsgUnix(b, oob, nil); err != nil {
+		return fmt.Errorf("control: send %s: %w", m.Type, err)
+	}
+	return nil
+}
+
+// Recv reads one message and the fds that came with it. Received fds are
+// owned by the caller; on any error they are closed.
+func (c *Conn) Recv() (Message, []int, error) {
+	buf := make([]byte, MaxMessage)
+	oob := make([]byte, unix.CmsgSpace(maxFDs*4))
+	n, oobn, flags, _, err := c.c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return Message{}, nil, err
+	}
+	if n == 0 && oobn == 0 {
+		return Message{}, nil, fmt.Errorf("control: peer closed: %w", net.ErrClosed)
+	}
+	fds, ferr := parseFDs(oob[:oobn])
+	closeAll := func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}
+	if flags&(unix.MSG_TRUNC|unix.MSG_CTRUNC) != 0 {
+		closeAll()
+		return Message{}, nil, fmt.Errorf("%w: message or descriptors truncated (max %d bytes, %d fds)", ErrMalformed, MaxMessage, maxFDs)
+	}
+	if ferr != nil {
+		closeAll()
+		return Message{}, nil, ferr
+	}
+	var m Message
+	if err := json.Unmarshal(buf[:n], &m); err != nil || m.Type == "" {
+		closeAll()
+		if err == nil {
+			err = errors.New("no type")
+		}
+		return Message{}, nil, fmt.Errorf("%w: %v", ErrMalformed, err)
+	}
+	return m, fds, nil
+}
+
+func parseFDs(oob []byte) ([]int, error) {
+	if len(oob) == 0 {
+		return nil, nil
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob)
+	if err != nil {
+		return nil, fmt.Errorf("%w: control data: %v", ErrMalformed, err)
+	}
+	var fds []int
+	for _, m := range msgs {
+		rights, err := unix.ParseUnixRights(&m)
+		if err != nil {
+			continue // credentials or other ancillary data: ignored
+		}
+		fds = append(fds, rights...)
+	}
+	if len(fds) > maxFDs {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return nil, ErrTooManyFDs
+	}
+	return fds, nil
+}
+
+// PeerCred returns the connecting process's credentials (SO_PEERCRED).
+func (c *Conn) PeerCred() (*unix.Ucred, error) {
+	raw, err := c.c.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	var cred *unix.Ucred
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, serr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return nil, err
+	}
+	return cred, serr
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.c.Close() }
+
+// Expect reads one message and fails unless it has type typ; an Error
+// message from the peer becomes a Go error.
+func (c *Conn) Expect(typ string) (Message, []int, error) {
+	m, fds, err := c.Recv()
+	if err != nil {
+		return m, nil, err
+	}
+	if m.Type == TypeError {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return m, nil, fmt.Errorf("control: gateway refused: %s", m.Error)
+	}
+	if m.Type != typ {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		return m, nil, fmt.Errorf("%w: got %q, want %q", ErrMalformed, m.Type, typ)
+	}
+	return m, fds, nil
+}

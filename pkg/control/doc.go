@@ -1,0 +1,17 @@
+// Package control is the node's unix control socket between the gateway and
+// chain members: registration, and the hand-over of file descriptors that
+// must never be reachable through a path.
+//
+// It is a SOCK_SEQPACKET socket (one JSON message per packet, file
+// descriptors attached with SCM_RIGHTS):
+//
+//	member  → gateway  Hello{chain, function}
+//	gateway → member   Welcome{instance, chain ID, function index, mode}
+//	                   + fds: pool memfd, EPROXY metrics map (read-only; sk_msg mode)
+//	member  → gateway  Join{} + fd: the member's descriptor socket (sk_msg mode)
+//	gateway → member   Joined{}  (the socket is in the sockhash, routes updated)
+//
+// The connection then stays open for the member's lifetime: its end-of-file is
+// how the gateway learns that an instance died and reclaims its slots.
+// Instance IDs are assigned by the gateway and never reused while it runs.
+package control

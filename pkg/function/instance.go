@@ -1,0 +1,320 @@
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cilium/ebpf"
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/spright-dev/spright/bpf"
+	"github.com/spright-dev/spright/pkg/control"
+	"github.com/spright-dev/spright/pkg/descriptor"
+	"github.com/spright-dev/spright/pkg/routing"
+	"github.com/spright-dev/spright/pkg/shm"
+	"github.com/spright-dev/spright/pkg/transport"
+)
+
+// Environment variables read by OptionsFromEnv.
+const (
+	EnvControl  = "SPRIGHT_CONTROL_SOCKET"
+	EnvChain    = "SPRIGHT_CHAIN"
+	EnvFunction = "SPRIGHT_FUNCTION"
+)
+
+// Options say which chain and function this process serves.
+type Options struct {
+	ControlSocket string // default control.DefaultSocket
+	Chain         string
+	Function      string
+	// Workers is how many messages are handled concurrently (default
+	// GOMAXPROCS).
+	Workers int
+	Logger  *zap.Logger
+}
+
+// OptionsFromEnv fills Options from SPRIGHT_* variables.
+func OptionsFromEnv() Options {
+	return Options{ControlSocket: os.Getenv(EnvControl), Chain: os.Getenv(EnvChain), Function: os.Getenv(EnvFunction)}
+}
+
+// Stats are an instance's own counters.
+type Stats struct {
+	Handled   atomic.Uint64 // messages given to the handler
+	Forwarded atomic.Uint64 // descriptors sent to another function
+	Returned  atomic.Uint64 // descriptors sent back to the gateway
+	Invalid   atomic.Uint64 // descriptors dropped by validation
+	Failed    atomic.Uint64 // handler errors / delivery failures
+}
+
+// Instance is a registered function instance.
+type Instance struct {
+	ID    uint32
+	Chain uint16
+	Fn    uint8
+	Pool  *shm.ChainPool
+	Stats Stats
+
+	opts    Options
+	log     *zap.Logger
+	ctl     *control.Conn
+	routes  *routing.RouteTable
+	tr      transport.Transport
+	metrics *ebpf.Map // EPROXY map, read-only: residual capacity
+}
+
+// Register connects to the gateway, maps the chain pool and joins the data
+// path. The instance is routable when Register returns.
+func Register(opts Options) (*Instance, error) {
+	if opts.ControlSocket == "" {
+		opts.ControlSocket = control.DefaultSocket
+	}
+	if opts.Chain == "" || opts.Function == "" {
+		return nil, errors.New("function: chain and function name are required")
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = runtime.GOMAXPROCS(0)
+	}
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	ctl, err := control.Dial(opts.ControlSocket)
+	if err != nil {
+		return nil, err
+	}
+	in := &Instance{opts: opts, ctl: ctl, log: opts.Logger}
+	if err := in.handshake(); err != nil {
+		in.Close()
+		return nil, fmt.Errorf("function %s/%s: register: %w", opts.Chain, opts.Function, err)
+	}
+	in.log = in.log.With(zap.String("chain", opts.Chain), zap.String("function", opts.Function), zap.Uint32("instance", in.ID))
+	return in, nil
+}
+
+func (in *Instance) handshake() error {
+	if err := in.ctl.Send(control.Message{Type: control.TypeHello, Chain: in.opts.Chain, Function: in.opts.Function}); err != nil {
+		return err
+	}
+	w, fds, err := in.ctl.Expect(control.TypeWelcome)
+	if err != nil {
+		return err
+	}
+	want := 2
+	if w.Mode == "poll" {
+		want = 1
+	}
+	if len(fds) != want {
+		closeFDs(fds)
+		return fmt.Errorf("welcome carried %d fds, want %d", len(fds), want)
+	}
+	in.ID, in.Chain, in.Fn = w.Instance, w.ChainID, w.FunctionIndex
+	if in.Pool, err = shm.Open(fds[0]); err != nil {
+		closeFDs(fds[1:])
+		return err
+	}
+	if in.Pool.Chain() != in.Chain {
+		closeFDs(fds[1:])
+		return fmt.Errorf("pool is for chain %d, welcome says %d", in.Pool.Chain(), in.Chain)
+	}
+	if in.routes, err = routing.Open(in.Pool.Region()); err != nil {
+		closeFDs(fds[1:])
+		return err
+	}
+	if w.Mode == "poll" {
+		rs, err := transport.OpenRings(in.Pool.Region()[routing.RegionEnd:])
+		if err != nil {
+			return err
+		}
+		if in.tr, err = transport.NewRingTransport(rs, w.Ring); err != nil {
+			return err
+		}
+	} else {
+		if in.metrics, err = ebpf.NewMapFromFD(fds[1]); err != nil {
+			unix.Close(fds[1])
+			return fmt.Errorf("metrics map: %w", err)
+		}
+		sock, err := transport.NewSocket()
+		if err != nil {
+			return err
+		}
+		in.tr = sock
+		if err := sock.Control(func(fd int) error {
+			return in.ctl.Send(control.Message{Type: control.TypeJoin}, fd)
+		}); err != nil {
+			return err
+		}
+	}
+	if w.Mode == "poll" {
+		if err := in.ctl.Send(control.Message{Type: control.TypeJoin}); err != nil {
+			return err
+		}
+	}
+	if _, _, err := in.ctl.Expect(control.TypeJoined); err != nil {
+		return err
+	}
+	return nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+// Close leaves the chain: the gateway sees the control connection end.
+func (in *Instance) Close() error {
+	var errs []error
+	if in.tr != nil {
+		errs = append(errs, in.tr.Close())
+	}
+	if in.ctl != nil {
+		errs = append(errs, in.ctl.Close())
+	}
+	if in.metrics != nil {
+		errs = append(errs, in.metrics.Close())
+	}
+	if in.Pool != nil {
+		errs = append(errs, in.Pool.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Serve handles descriptors until ctx ends or the transport fails.
+func (in *Instance) Serve(ctx context.Context, h Handler) error {
+	work := make(chan descriptor.Descriptor, in.opts.Workers)
+	var wg sync.WaitGroup
+	for i := 0; i < in.opts.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for d := range work {
+				in.process(h, d)
+			}
+		}()
+	}
+	stop := context.AfterFunc(ctx, func() { in.tr.Close(); in.ctl.Close() })
+	defer stop()
+	var err error
+	for {
+		var d descriptor.Descriptor
+		d, err = in.tr.Recv()
+		if err != nil {
+			break
+		}
+		work <- d
+	}
+	close(work)
+	wg.Wait()
+	if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
+		return nil
+	}
+	return err
+}
+
+// process runs the handler on one descriptor and sends the result on.
+func (in *Instance) process(h Handler, d descriptor.Descriptor) {
+	if err := d.Validate(in.Pool.Bounds()); err != nil {
+		in.Stats.Invalid.Add(1)
+		in.log.Warn("dropping invalid descriptor", zap.Stringer("desc", d), zap.Error(err))
+		return
+	}
+	if owner := in.Pool.Owner(d.Slot); owner != in.ID {
+		in.Stats.Invalid.Add(1)
+		in.log.Warn("dropping descriptor for a slot not handed to this instance", zap.Stringer("desc", d), zap.Uint32("owner", owner))
+		return
+	}
+	m := &Message{pool: in.Pool, hdr: in.Pool.Header(d.Slot), slot: d.Slot, data: in.Pool.Data(d.Slot), n: int(d.Len)}
+	in.Stats.Handled.Add(1)
+	if err := safeHandle(h, m); err != nil {
+		in.Stats.Failed.Add(1)
+		status, msg := statusOf(err)
+		in.fail(m, status, msg)
+		return
+	}
+	next, err := in.routes.NextHop(m.hdr, in.Fn, m.Topic())
+	if err != nil {
+		in.Stats.Failed.Add(1)
+		in.fail(m, http.StatusLoopDetected, err.Error())
+		return
+	}
+	if next == routing.Gateway {
+		in.toGateway(m, 0)
+		return
+	}
+	target, err := in.routes.Pick(next, in.inflight)
+	if err != nil {
+		in.Stats.Failed.Add(1)
+		in.fail(m, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	if !in.Pool.Handoff(m.slot, in.ID, target) {
+		return // reclaimed under us (we were declared dead): not ours any more
+	}
+	if err := in.tr.Send(descriptor.Descriptor{Next: target, Chain: in.Chain, Slot: m.slot, Len: uint32(m.n)}); err != nil {
+		in.Stats.Failed.Add(1)
+		if in.Pool.Handoff(m.slot, target, in.ID) {
+			in.fail(m, http.StatusBadGateway, fmt.Sprintf("could not deliver to function %q (instance %d): %v", in.routes.FunctionName(next), target, err))
+		}
+		return
+	}
+	in.Stats.Forwarded.Add(1)
+}
+
+func safeHandle(h Handler, m *Message) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v", r)
+		}
+	}()
+	return h.Handle(m)
+}
+
+// fail writes msg into the slot and returns it to the gateway as an error.
+func (in *Instance) fail(m *Message, status int, msg string) {
+	in.log.Warn("request failed", zap.Int("status", status), zap.String("error", msg), zap.Uint64("request", m.RequestID()))
+	m.hdr.Status = uint16(status)
+	m.n = copy(m.data, msg)
+	in.toGateway(m, descriptor.FlagError)
+}
+
+func (in *Instance) toGateway(m *Message, flags uint16) {
+	if !in.Pool.Handoff(m.slot, in.ID, descriptor.GatewayInstance) {
+		return
+	}
+	d := descriptor.Descriptor{Next: descriptor.GatewayInstance, Chain: in.Chain, Flags: flags | descriptor.FlagLast, Slot: m.slot, Len: uint32(m.n)}
+	if err := in.tr.Send(d); err != nil {
+		// The gateway is gone; it will rebuild its state from the pool.
+		in.log.Error("could not return a result to the gateway", zap.Error(err))
+		return
+	}
+	in.Stats.Returned.Add(1)
+}
+
+// inflight reads an instance's concurrency from the EPROXY map.
+func (in *Instance) inflight(id uint32) int64 {
+	if in.metrics == nil {
+		return 0
+	}
+	var m bpf.InstanceMetrics
+	if err := in.metrics.Lookup(id, &m); err != nil {
+		return 0
+	}
+	return m.Inflight
+}
+
+// Run registers and serves until ctx ends.
+func Run(ctx context.Context, opts Options, h Handler) error {
+	in, err := Register(opts)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return in.Serve(ctx, h)
+}

@@ -1,0 +1,21 @@
+// Package gateway is the SPRIGHT gateway: the one place where a chain's
+// requests enter and leave the kernel's TCP/HTTP stack (DESIGN §1).
+//
+// For each request it copies the body once into a slot of the chain's pool,
+// resolves the chain's entry route, and sends one 16-byte descriptor to the
+// chosen instance of the first function. The functions then pass descriptors
+// to each other directly (sk_msg redirect, Direct Function Routing); the
+// gateway sees the request again only when the last function returns the
+// descriptor, builds the HTTP response from the slot and frees it.
+//
+// It also owns the node's side of every chain: the pools, the route tables,
+// the eBPF datapath (sockhash, chain membership, bounds), and the control
+// socket where function instances register. When an instance's control
+// connection ends (the process died), the gateway reclaims exactly the
+// slots that instance held and fails their requests with 502.
+//
+// Errors are HTTP statuses with a plain-text body saying why: 413 body larger
+// than a slot, 503 pool full (with Retry-After) or no ready instance, 502 a
+// member died or refused the descriptor, 504 the chain's timeout, 508 a
+// routing loop, and the status a function set for its own failures.
+package gateway

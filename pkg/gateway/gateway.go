@@ -1,0 +1,427 @@
+package gateway
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
+
+	"github.com/spright-dev/spright/bpf"
+	"github.com/spright-dev/spright/pkg/control"
+	"github.com/spright-dev/spright/pkg/descriptor"
+	"github.com/spright-dev/spright/pkg/routing"
+	"github.com/spright-dev/spright/pkg/transport"
+)
+
+// Config configures a node gateway.
+type Config struct {
+	// ControlSocket is the unix socket where instances register.
+	ControlSocket string
+	// PinDir is where the eBPF maps are pinned (bpffs), e.g. /sys/fs/bpf/spright.
+	PinDir string
+	Logger *zap.Logger
+}
+
+// Gateway serves chains on one node.
+type Gateway struct {
+	cfg Config
+	log *zap.Logger
+
+	dp     *bpf.Datapath      // nil until a sk_msg chain is added
+	gwSock *transport.Socket  // the gateway's own sockhash member (instance 0)
+	sendMu sync.Mutex         // serializes sends on gwSock
+
+	mu        sync.RWMutex
+	chains    map[string]*Chain
+	byID      map[uint16]*Chain
+	instances map[uint32]*instance
+	nextInst  atomic.Uint32
+
+	metricsOnce sync.Once
+	m           *metrics
+
+	ctl     *net.UnixListener
+	closing atomic.Bool
+	wg      sync.WaitGroup
+}
+
+// instance is a registered function instance.
+type instance struct {
+	id    uint32
+	chain *Chain
+	fn    uint8
+	ring  int // poll mode
+	conn  *control.Conn
+	pid   int32
+}
+
+// New creates a gateway. Call AddChain for each chain, then Start.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	if cfg.ControlSocket == "" {
+		cfg.ControlSocket = control.DefaultSocket
+	}
+	if cfg.PinDir == "" {
+		cfg.PinDir = "/sys/fs/bpf/spright"
+	}
+	g := &Gateway{
+		cfg: cfg, log: cfg.Logger,
+		chains: map[string]*Chain{}, byID: map[uint16]*Chain{}, instances: map[uint32]*instance{},
+	}
+	return g, nil
+}
+
+// Datapath returns the eBPF datapath (nil if no sk_msg chain was added).
+func (g *Gateway) Datapath() *bpf.Datapath { return g.dp }
+
+func (g *Gateway) ensureDatapath() error {
+	if g.dp != nil {
+		return nil
+	}
+	dp, err := bpf.Load(g.cfg.PinDir)
+	if err != nil {
+		return fmt.Errorf("gateway: load eBPF datapath (needs root, bpffs at /sys/fs/bpf, kernel with BTF and sockmap): %w", err)
+	}
+	sock, err := transport.NewSocket()
+	if err != nil {
+		dp.Close()
+		return err
+	}
+	if err := sock.Control(func(fd int) error { return dp.AddSocket(descriptor.GatewayInstance, bpf.AnyChain, fd) }); err != nil {
+		sock.Close()
+		dp.Close()
+		return fmt.Errorf("gateway: join sockhash: %w", err)
+	}
+	g.dp, g.gwSock = dp, sock
+	g.wg.Add(1)
+	go g.recvLoop(sock)
+	return nil
+}
+
+// AddChain creates a chain's pool and route table and prepares its datapath.
+func (g *Gateway) AddChain(cfg ChainConfig) (*Chain, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, dup := g.chains[cfg.Name]; dup {
+		return nil, fmt.Errorf("gateway: chain %q already exists", cfg.Name)
+	}
+	if _, dup := g.byID[cfg.ID]; dup {
+		return nil, fmt.Errorf("gateway: chain id %d already used", cfg.ID)
+	}
+	c, err := newChain(cfg, func(f string, a ...any) { g.log.Sugar().Infof(f, a...) })
+	if err != nil {
+		return nil, err
+	}
+	if c.Mode() == ModeSkMsg {
+		if err := g.ensureDatapath(); err != nil {
+			c.pool.Close()
+			return nil, err
+		}
+		if err := g.dp.SetChain(c.ID(), c.pool.Slots(), c.pool.SlotSize()); err != nil {
+			c.pool.Close()
+			return nil, fmt.Errorf("gateway: chain %q: %w", cfg.Name, err)
+		}
+	} else {
+		g.wg.Add(1)
+		go g.recvLoop(c.gwRing)
+	}
+	g.chains[c.Name()] = c
+	g.byID[c.ID()] = c
+	return c, nil
+}
+
+// Chain returns a chain by name.
+func (g *Gateway) Chain(name string) *Chain {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.chains[name]
+}
+
+// Chains returns all chains.
+func (g *Gateway) Chains() []*Chain {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := make([]*Chain, 0, len(g.chains))
+	for _, c := range g.chains {
+		out = append(out, c)
+	}
+	return out
+}
+
+// Start opens the control socket and accepts registrations.
+func (g *Gateway) Start() error {
+	l, err := control.Listen(g.cfg.ControlSocket)
+	if err != nil {
+		return err
+	}
+	g.ctl = l
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
+		for {
+			c, err := l.AcceptUnix()
+			if err != nil {
+				if !g.closing.Load() {
+					g.log.Error("control socket accept failed", zap.Error(err))
+				}
+				return
+			}
+			go g.serveControl(control.NewConn(c))
+		}
+	}()
+	g.log.Info("gateway control socket ready", zap.String("path", g.cfg.ControlSocket))
+	return nil
+}
+
+// Close stops the gateway: the control socket, the receive loops, the pools.
+// Pinned maps stay (Unpin removes them).
+func (g *Gateway) Close() error {
+	g.closing.Store(true)
+	if g.ctl != nil {
+		g.ctl.Close()
+		os.Remove(g.cfg.ControlSocket)
+	}
+	g.mu.Lock()
+	for _, in := range g.instances {
+		in.conn.Close()
+	}
+	g.mu.Unlock()
+	if g.gwSock != nil {
+		g.gwSock.Close()
+	}
+	for _, c := range g.Chains() {
+		if c.gwRing != nil {
+			c.gwRing.Close()
+		}
+	}
+	g.wg.Wait()
+	var err error
+	if g.dp != nil {
+		for _, c := range g.Chains() {
+			if c.Mode() == ModeSkMsg {
+				g.dp.DeleteChain(c.ID())
+			}
+		}
+		g.dp.RemoveInstance(descriptor.GatewayInstance)
+		err = g.dp.Close()
+	}
+	for _, c := range g.Chains() {
+		c.pool.Close()
+	}
+	return err
+}
+
+// Unpin removes the pinned eBPF maps (standalone shutdown).
+func (g *Gateway) Unpin() error {
+	if g.dp == nil {
+		return nil
+	}
+	return g.dp.Unpin()
+}
+
+// send puts a descriptor on the gateway's transport for its chain.
+func (g *Gateway) send(c *Chain, d descriptor.Descriptor) error {
+	if c.gwRing != nil {
+		return c.gwRing.Send(d)
+	}
+	return g.gwSock.Send(d)
+}
+
+// recvLoop reads the descriptors that come back to the gateway.
+func (g *Gateway) recvLoop(t transport.Transport) {
+	defer g.wg.Done()
+	for {
+		d, err := t.Recv()
+		if err != nil {
+			if !g.closing.Load() {
+				g.log.Error("gateway descriptor receive failed", zap.Error(err))
+			}
+			return
+		}
+		g.deliver(d)
+	}
+}
+
+// deliver validates a returned descriptor and completes its request. A
+// descriptor that fails any check is dropped and counted: it cannot be
+// trusted to name a slot we may free.
+func (g *Gateway) deliver(d descriptor.Descriptor) {
+	g.mu.RLock()
+	c := g.byID[d.Chain]
+	g.mu.RUnlock()
+	if c == nil {
+		g.log.Warn("dropping descriptor for unknown chain", zap.Stringer("desc", d))
+		return
+	}
+	if err := d.Validate(c.pool.Bounds()); err != nil {
+		c.Invalid.Add(1)
+		g.log.Warn("dropping invalid descriptor", zap.Stringer("desc", d), zap.Error(err))
+		return
+	}
+	if owner := c.pool.Owner(d.Slot); owner != descriptor.GatewayInstance {
+		// The sender did not hand the slot to the gateway (forged, or a
+		// slot already reclaimed after a crash).
+		c.Invalid.Add(1)
+		g.log.Warn("dropping descriptor for a slot the gateway does not own", zap.Stringer("desc", d), zap.Uint32("owner", owner))
+		return
+	}
+	c.Returned.Add(1)
+	r := result{slot: d.Slot, len: d.Len}
+	if d.Flags&descriptor.FlagError != 0 {
+		r.status = int(c.pool.Header(d.Slot).Status)
+		if r.status < 400 || r.status > 599 {
+			r.status = 500
+		}
+	}
+	c.complete(d.Slot, r)
+}
+
+// serveControl handles one instance's registration and then waits for its
+// control connection to end.
+func (g *Gateway) serveControl(conn *control.Conn) {
+	in, err := g.register(conn)
+	if err != nil {
+		g.log.Warn("registration refused", zap.Error(err))
+		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+		conn.Close()
+		return
+	}
+	g.log.Info("instance registered", zap.String("chain", in.chain.Name()), zap.String("function", in.chain.routes.FunctionName(in.fn)),
+		zap.Uint32("instance", in.id), zap.Int32("pid", in.pid))
+	// Block until the instance goes away; any message after Joined is a
+	// protocol error and also ends the instance.
+	for {
+		m, fds, err := conn.Recv()
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		if err != nil {
+			break
+		}
+		g.log.Warn("unexpected control message from a joined instance", zap.Uint32("instance", in.id), zap.String("type", m.Type))
+	}
+	g.unregister(in)
+}
+
+func (g *Gateway) register(conn *control.Conn) (*instance, error) {
+	hello, fds, err := conn.Expect(control.TypeHello)
+	closeFDs(fds)
+	if err != nil {
+		return nil, err
+	}
+	c := g.Chain(hello.Chain)
+	if c == nil {
+		return nil, fmt.Errorf("unknown chain %q", hello.Chain)
+	}
+	fn, ok := c.routes.FunctionIndex(hello.Function)
+	if !ok || fn == routing.Gateway {
+		return nil, fmt.Errorf("chain %q has no function %q", hello.Chain, hello.Function)
+	}
+	in := &instance{id: g.nextInst.Add(1), chain: c, fn: fn, conn: conn, ring: -1}
+	if cred, err := conn.PeerCred(); err == nil {
+		in.pid = cred.Pid
+	}
+	welcome := control.Message{Type: control.TypeWelcome, Instance: in.id, ChainID: c.ID(), FunctionIndex: fn, Mode: c.Mode()}
+	sendFDs := []int{c.pool.FD()}
+	if c.Mode() == ModePoll {
+		if in.ring, err = c.rings.Claim(in.id); err != nil {
+			return nil, err
+		}
+		welcome.Ring = in.ring
+	} else {
+		sendFDs = append(sendFDs, g.dp.MetricsMap().FD())
+	}
+	if err := conn.Send(welcome, sendFDs...); err != nil {
+		g.releaseRing(in)
+		return nil, err
+	}
+	join, fds, err := conn.Expect(control.TypeJoin)
+	defer closeFDs(fds)
+	if err != nil {
+		g.releaseRing(in)
+		return nil, err
+	}
+	_ = join
+	if c.Mode() == ModeSkMsg {
+		if len(fds) != 1 {
+			return nil, fmt.Errorf("join: want exactly 1 descriptor socket, got %d fds", len(fds))
+		}
+		if err := g.dp.AddSocket(in.id, c.ID(), fds[0]); err != nil {
+			return nil, fmt.Errorf("join: %w", err)
+		}
+	}
+	if err := c.routes.AddInstance(fn, in.id); err != nil {
+		g.removeFromDatapath(in)
+		g.releaseRing(in)
+		return nil, err
+	}
+	g.mu.Lock()
+	g.instances[in.id] = in
+	g.mu.Unlock()
+	if err := conn.Send(control.Message{Type: control.TypeJoined, Instance: in.id}); err != nil {
+		g.unregister(in)
+		return nil, err
+	}
+	return in, nil
+}
+
+func closeFDs(fds []int) {
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+}
+
+func (g *Gateway) releaseRing(in *instance) {
+	if in.ring >= 0 {
+		in.chain.rings.Release(in.ring)
+		in.ring = -1
+	}
+}
+
+func (g *Gateway) removeFromDatapath(in *instance) {
+	if g.dp != nil && in.chain.Mode() == ModeSkMsg {
+		if err := g.dp.RemoveInstance(in.id); err != nil {
+			g.log.Warn("removing instance from datapath", zap.Uint32("instance", in.id), zap.Error(err))
+		}
+	}
+}
+
+// unregister removes a dead or departed instance: it stops receiving new
+// work, and every slot it still held is reclaimed and its request failed
+// with 502. Requests elsewhere in the chain are untouched.
+func (g *Gateway) unregister(in *instance) {
+	g.mu.Lock()
+	delete(g.instances, in.id)
+	g.mu.Unlock()
+	c := in.chain
+	c.routes.RemoveInstance(in.fn, in.id)
+	g.removeFromDatapath(in)
+	g.releaseRing(in)
+	in.conn.Close()
+	n := c.pool.ReclaimOwner(in.id, descriptor.GatewayInstance, func(slot uint32) {
+		c.complete(slot, result{status: 502, slot: slot,
+			err: fmt.Sprintf("function %q (instance %d) died while holding this request", c.routes.FunctionName(in.fn), in.id)})
+	})
+	c.Reclaimed.Add(uint64(n))
+	lvl := g.log.Info
+	if n > 0 || !g.closing.Load() {
+		lvl = g.log.Warn
+	}
+	lvl("instance gone", zap.String("chain", c.Name()), zap.Uint32("instance", in.id), zap.Int("slots_reclaimed", n))
+}
+
+// InstanceCount is the number of registered instances of function name.
+func (c *Chain) InstanceCount(name string) int {
+	fn, ok := c.routes.FunctionIndex(name)
+	if !ok {
+		return 0
+	}
+	return len(c.routes.Instances(fn))
+}
+
