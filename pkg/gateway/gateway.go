@@ -39,6 +39,8 @@ type Gateway struct {
 	chains    map[string]*Chain
 	byID      map[uint16]*Chain
 	instances map[uint32]*instance
+	conns     map[*control.Conn]struct{} // every open control connection
+	connWG    sync.WaitGroup
 	nextInst  atomic.Uint32
 
 	metricsOnce sync.Once
@@ -72,7 +74,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{
 		cfg: cfg, log: cfg.Logger,
-		chains: map[string]*Chain{}, byID: map[uint16]*Chain{}, instances: map[uint32]*instance{},
+		chains: map[string]*Chain{}, byID: map[uint16]*Chain{}, instances: map[uint32]*instance{}, conns: map[*control.Conn]struct{}{},
 	}
 	return g, nil
 }
@@ -83,6 +85,9 @@ func (g *Gateway) Datapath() *bpf.Datapath { return g.dp }
 func (g *Gateway) ensureDatapath() error {
 	if g.dp != nil {
 		return nil
+	}
+	if err := ensureBPFFS(); err != nil {
+		return err
 	}
 	dp, err := bpf.Load(g.cfg.PinDir)
 	if err != nil {
@@ -172,7 +177,23 @@ func (g *Gateway) Start() error {
 				}
 				return
 			}
-			go g.serveControl(control.NewConn(c))
+			conn := control.NewConn(c)
+			g.mu.Lock()
+			if g.closing.Load() {
+				g.mu.Unlock()
+				conn.Close()
+				return
+			}
+			g.conns[conn] = struct{}{}
+			g.connWG.Add(1)
+			g.mu.Unlock()
+			go func() {
+				defer g.connWG.Done()
+				g.serveControl(conn)
+				g.mu.Lock()
+				delete(g.conns, conn)
+				g.mu.Unlock()
+			}()
 		}
 	}()
 	g.log.Info("gateway control socket ready", zap.String("path", g.cfg.ControlSocket))
@@ -188,10 +209,11 @@ func (g *Gateway) Close() error {
 		os.Remove(g.cfg.ControlSocket)
 	}
 	g.mu.Lock()
-	for _, in := range g.instances {
-		in.conn.Close()
+	for conn := range g.conns {
+		conn.Close()
 	}
 	g.mu.Unlock()
+	g.connWG.Wait() // every instance unregistered: no one touches the pools any more
 	if g.gwSock != nil {
 		g.gwSock.Close()
 	}
