@@ -31,9 +31,9 @@ type Gateway struct {
 	cfg Config
 	log *zap.Logger
 
-	dp     *bpf.Datapath      // nil until a sk_msg chain is added
-	gwSock *transport.Socket  // the gateway's own sockhash member (instance 0)
-	sendMu sync.Mutex         // serializes sends on gwSock
+	dp     *bpf.Datapath     // nil until a sk_msg chain is added
+	gwSock *transport.Socket // the gateway's own sockhash member (instance 0)
+	sendMu sync.Mutex        // serializes sends on gwSock
 
 	mu        sync.RWMutex
 	chains    map[string]*Chain
@@ -446,4 +446,3 @@ func (c *Chain) InstanceCount(name string) int {
 	}
 	return len(c.routes.Instances(fn))
 }
-

@@ -1,0 +1,162 @@
+// Command spright runs SPRIGHT chains without a cluster.
+//
+//	spright run -f config/samples/hello/chain.yaml [--listen 127.0.0.1:8080]
+//	spright function --chain hello --function upper --behavior upper
+//
+// `run` is standalone mode (DESIGN §7): gateway, eBPF datapath and one
+// process per function instance, each in its own network namespace.
+// `function` is the sample function binary those processes run.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"go.uber.org/zap"
+
+	"github.com/spright-dev/spright/pkg/function"
+	"github.com/spright-dev/spright/pkg/samples"
+	"github.com/spright-dev/spright/pkg/standalone"
+)
+
+const usage = `spright: serverless function chains on shared memory and eBPF
+
+Usage:
+  spright run -f CHAIN.yaml [--listen ADDR] [--admin-listen ADDR] [--pin-dir DIR] [--no-netns]
+  spright function --chain NAME --function NAME [--behavior B] [--service-time D] [--control SOCK]
+  spright behaviors
+
+Run as root on Linux >= 5.15 with BTF.
+`
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	}
+	var err error
+	switch os.Args[1] {
+	case "run":
+		err = cmdRun(os.Args[2:])
+	case "function":
+		err = cmdFunction(os.Args[2:])
+	case "behaviors":
+		for _, n := range samples.Names() {
+			fmt.Println(n)
+		}
+	case "-h", "--help", "help":
+		fmt.Print(usage)
+	default:
+		fmt.Fprintf(os.Stderr, "spright: unknown command %q\n\n%s", os.Args[1], usage)
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "spright:", err)
+		os.Exit(1)
+	}
+}
+
+func logger(debug bool) *zap.Logger {
+	cfg := zap.NewProductionConfig()
+	cfg.Encoding = "console"
+	cfg.EncoderConfig.TimeKey = "" // the journal / terminal adds its own
+	cfg.DisableStacktrace = true
+	if debug {
+		cfg.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
+	}
+	l, err := cfg.Build()
+	if err != nil {
+		return zap.NewExample()
+	}
+	return l
+}
+
+func cmdRun(args []string) error {
+	fs := flag.NewFlagSet("run", flag.ExitOnError)
+	file := fs.String("f", "", "chain file (chain.yaml)")
+	listen := fs.String("listen", "", "HTTP listen address (default: the file's, else 127.0.0.1:8080)")
+	admin := fs.String("admin-listen", "127.0.0.1:9091", "address for /metrics (empty: off)")
+	pin := fs.String("pin-dir", "", "bpffs directory for the eBPF maps (default /sys/fs/bpf/spright/<chain>)")
+	ctl := fs.String("control", "", "control socket path (default /run/spright/<chain>-<pid>.sock)")
+	noNetns := fs.Bool("no-netns", false, "run functions in the host network namespace")
+	stats := fs.String("stats-dir", "", "directory where functions write their counters on exit")
+	debug := fs.Bool("debug", false, "debug logging")
+	fs.Parse(args)
+	if *file == "" {
+		return fmt.Errorf("run: -f CHAIN.yaml is required")
+	}
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("run: needs root (eBPF, network namespaces, hugepages)")
+	}
+	cf, err := standalone.Load(*file)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	log := logger(*debug)
+	defer log.Sync()
+	r, err := standalone.Start(cf, standalone.Options{Listen: *listen, AdminListen: *admin, PinDir: *pin, ControlSocket: *ctl,
+		NoNetns: *noNetns, StatsDir: *stats, Logger: log})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "spright: chain %q (%s) serving on http://%s — try: curl -d abc http://%s/\n", cf.Name, cf.Mode, r.Addr(), r.Addr())
+	<-ctx.Done()
+	fmt.Fprintln(os.Stderr, "spright: stopping")
+	return r.Stop()
+}
+
+// FunctionStats is what `function --stats-file` writes on exit.
+type FunctionStats struct {
+	Instance  uint32 `json:"instance"`
+	Handled   uint64 `json:"handled"`
+	Forwarded uint64 `json:"forwarded"`
+	Returned  uint64 `json:"returned"`
+	Invalid   uint64 `json:"invalid"`
+	Failed    uint64 `json:"failed"`
+}
+
+func cmdFunction(args []string) error {
+	fs := flag.NewFlagSet("function", flag.ExitOnError)
+	opts := function.OptionsFromEnv()
+	fs.StringVar(&opts.Chain, "chain", opts.Chain, "chain name")
+	fs.StringVar(&opts.Function, "function", opts.Function, "function name in the chain")
+	fs.StringVar(&opts.ControlSocket, "control", opts.ControlSocket, "gateway control socket")
+	fs.IntVar(&opts.Workers, "workers", 0, "concurrent handlers (default GOMAXPROCS)")
+	behavior := fs.String("behavior", "", "built-in behavior (see `spright behaviors`; default: the function name)")
+	st := fs.Duration("service-time", 0, "CPU time burned per message")
+	statsFile := fs.String("stats-file", "", "write counters here on exit")
+	fs.Parse(args)
+	if *behavior == "" {
+		*behavior = opts.Function
+	}
+	h, err := samples.Lookup(*behavior, *st)
+	if err != nil {
+		return err
+	}
+	log := logger(false).With(zap.String("function", opts.Function))
+	opts.Logger = log
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	in, err := function.Register(opts)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	err = in.Serve(ctx, h)
+	if *statsFile != "" {
+		s := FunctionStats{Instance: in.ID, Handled: in.Stats.Handled.Load(), Forwarded: in.Stats.Forwarded.Load(),
+			Returned: in.Stats.Returned.Load(), Invalid: in.Stats.Invalid.Load(), Failed: in.Stats.Failed.Load()}
+		b, _ := json.Marshal(s)
+		if werr := os.WriteFile(*statsFile, b, 0o644); werr != nil && err == nil {
+			err = werr
+		}
+	}
+	return err
+}

@@ -1,0 +1,171 @@
+package standalone
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/spright-dev/spright/pkg/gateway"
+	"github.com/spright-dev/spright/pkg/routing"
+	"github.com/spright-dev/spright/pkg/samples"
+	"github.com/spright-dev/spright/pkg/shm"
+)
+
+// Duration is a time.Duration written as "10ms" in YAML.
+type Duration time.Duration
+
+// UnmarshalJSON parses "1.5ms" (or a number of nanoseconds).
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var n int64
+		if err2 := json.Unmarshal(b, &n); err2 != nil {
+			return fmt.Errorf("duration %s: want a string such as \"10ms\"", b)
+		}
+		*d = Duration(n)
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(time.Duration(d).String()) }
+
+// ChainFile is chain.yaml.
+type ChainFile struct {
+	Name    string   `json:"name"`
+	ID      uint16   `json:"id,omitempty"`
+	Mode    string   `json:"mode,omitempty"` // skmsg (default) | poll
+	Listen  string   `json:"listen,omitempty"`
+	Timeout Duration `json:"timeout,omitempty"`
+	Pool    struct {
+		Slots     uint32 `json:"slots,omitempty"`
+		SlotSize  uint32 `json:"slotSize,omitempty"`
+		HugePages *bool  `json:"hugePages,omitempty"`
+	} `json:"pool,omitempty"`
+	// Routes are the gateway's: topic → functions to visit ("*" = default).
+	Routes    map[string][]string `json:"routes"`
+	Functions []FunctionFile      `json:"functions"`
+}
+
+// FunctionFile is one function of a chain.
+type FunctionFile struct {
+	Name string `json:"name"`
+	// Behavior is a built-in behaviour (samples.Names()); ignored with Command.
+	Behavior    string   `json:"behavior,omitempty"`
+	ServiceTime Duration `json:"serviceTime,omitempty"`
+	Instances   int      `json:"instances,omitempty"`
+	Concurrency uint32   `json:"concurrency,omitempty"`
+	Workers     int      `json:"workers,omitempty"`
+	// Routes: topic → functions to visit after this one.
+	Routes map[string][]string `json:"routes,omitempty"`
+	// Command runs a function built with the SDK instead of a behaviour;
+	// it gets SPRIGHT_CONTROL_SOCKET, SPRIGHT_CHAIN and SPRIGHT_FUNCTION.
+	Command []string          `json:"command,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+}
+
+// Load reads and validates a chain file.
+func Load(path string) (*ChainFile, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	cf, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cf, nil
+}
+
+// Parse decodes and validates chain.yaml bytes; unknown fields are errors.
+func Parse(b []byte) (*ChainFile, error) {
+	var cf ChainFile
+	if err := yaml.UnmarshalStrict(b, &cf); err != nil {
+		return nil, err
+	}
+	if err := cf.defaults(); err != nil {
+		return nil, err
+	}
+	return &cf, nil
+}
+
+func (cf *ChainFile) defaults() error {
+	if cf.Name == "" {
+		return fmt.Errorf("chain: name is required")
+	}
+	if strings.ContainsAny(cf.Name, "/ \t") {
+		return fmt.Errorf("chain: name %q must not contain '/' or spaces", cf.Name)
+	}
+	if cf.ID == 0 {
+		cf.ID = 1
+	}
+	if cf.Mode == "" {
+		cf.Mode = gateway.ModeSkMsg
+	}
+	if cf.Mode != gateway.ModeSkMsg && cf.Mode != gateway.ModePoll {
+		return fmt.Errorf("chain %q: mode %q: want %q or %q", cf.Name, cf.Mode, gateway.ModeSkMsg, gateway.ModePoll)
+	}
+	if len(cf.Functions) == 0 {
+		return fmt.Errorf("chain %q: no functions", cf.Name)
+	}
+	if len(cf.Routes) == 0 {
+		return fmt.Errorf("chain %q: no gateway routes (e.g. routes: {\"*\": [%s]})", cf.Name, cf.Functions[0].Name)
+	}
+	for i := range cf.Functions {
+		f := &cf.Functions[i]
+		if f.Instances == 0 {
+			f.Instances = 1
+		}
+		if f.Instances < 0 || f.Instances > routing.MaxInstances {
+			return fmt.Errorf("chain %q: function %q: instances %d outside 1..%d", cf.Name, f.Name, f.Instances, routing.MaxInstances)
+		}
+		if len(f.Command) == 0 {
+			if f.Behavior == "" {
+				f.Behavior = f.Name
+			}
+			if _, err := samples.Lookup(f.Behavior, time.Duration(f.ServiceTime)); err != nil {
+				return fmt.Errorf("chain %q: function %q: %w", cf.Name, f.Name, err)
+			}
+		}
+	}
+	_, err := cf.gatewayConfig()
+	return err
+}
+
+func routesOf(from string, m map[string][]string) []routing.Route {
+	var out []routing.Route
+	for topic, to := range m {
+		out = append(out, routing.Route{From: from, Topic: topic, To: to})
+	}
+	return out
+}
+
+// gatewayConfig turns the file into the gateway's chain config.
+func (cf *ChainFile) gatewayConfig() (gateway.ChainConfig, error) {
+	cc := gateway.ChainConfig{
+		Name: cf.Name, ID: cf.ID, Mode: cf.Mode, Timeout: time.Duration(cf.Timeout),
+		Pool: shm.Config{Slots: cf.Pool.Slots, SlotSize: cf.Pool.SlotSize},
+	}
+	if cf.Pool.HugePages != nil && !*cf.Pool.HugePages {
+		cc.Pool.NoHugePages = true
+	}
+	cc.Routing.Routes = routesOf(routing.GatewayName, cf.Routes)
+	for _, f := range cf.Functions {
+		cc.Routing.Functions = append(cc.Routing.Functions, routing.FunctionSpec{Name: f.Name, Concurrency: f.Concurrency})
+		cc.Routing.Routes = append(cc.Routing.Routes, routesOf(f.Name, f.Routes)...)
+	}
+	if err := cc.Routing.Validate(); err != nil {
+		return cc, fmt.Errorf("chain %q: %w", cf.Name, err)
+	}
+	return cc, nil
+}

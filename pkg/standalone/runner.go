@@ -1,0 +1,296 @@
+package standalone
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/spright-dev/spright/pkg/gateway"
+)
+
+// Options tune a standalone run.
+type Options struct {
+	// Listen is the HTTP address (default: the file's listen, else 127.0.0.1:8080).
+	Listen string
+	// AdminListen serves /metrics ("" = off).
+	AdminListen string
+	// PinDir for the eBPF maps (default /sys/fs/bpf/spright/<chain>).
+	PinDir string
+	// ControlSocket (default /run/spright/<chain>-<pid>.sock).
+	ControlSocket string
+	// Executable provides the `function` subcommand (default: this binary).
+	Executable string
+	// NoNetns runs functions in the host network namespace.
+	NoNetns bool
+	// StatsDir, if set, makes each function write its counters there on exit.
+	StatsDir string
+	// ReadyTimeout bounds the wait for all instances to register (default 20s).
+	ReadyTimeout time.Duration
+	Logger       *zap.Logger
+}
+
+// Proc is a running function instance.
+type Proc struct {
+	Function string
+	Index    int
+	Net      *podNet
+	Cmd      *exec.Cmd
+	done     chan struct{}
+	err      error
+}
+
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
+// Netns is the instance's network namespace ("" without one).
+func (p *Proc) Netns() string {
+	if p.Net == nil {
+		return ""
+	}
+	return p.Net.NS
+}
+
+// Runner is a running standalone chain.
+type Runner struct {
+	File    *ChainFile
+	Gateway *gateway.Gateway
+	Chain   *gateway.Chain
+	opts    Options
+	log     *zap.Logger
+	procs   []*Proc
+	nets    []*podNet
+	srv     *http.Server
+	admin   *http.Server
+	ln      net.Listener
+	stopMu  sync.Mutex
+	stopped bool
+}
+
+// Start brings the chain up and returns once every instance has registered
+// and HTTP is being served.
+func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
+	if opts.Logger == nil {
+		opts.Logger = zap.NewNop()
+	}
+	if opts.Listen == "" {
+		opts.Listen = cf.Listen
+	}
+	if opts.Listen == "" {
+		opts.Listen = "127.0.0.1:8080"
+	}
+	if opts.PinDir == "" {
+		opts.PinDir = "/sys/fs/bpf/spright/" + cf.Name
+	}
+	if opts.ControlSocket == "" {
+		opts.ControlSocket = fmt.Sprintf("/run/spright/%s-%d.sock", cf.Name, os.Getpid())
+	}
+	if opts.Executable == "" {
+		if opts.Executable, err = os.Executable(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.ReadyTimeout == 0 {
+		opts.ReadyTimeout = 20 * time.Second
+	}
+	cc, err := cf.gatewayConfig()
+	if err != nil {
+		return nil, err
+	}
+	r = &Runner{File: cf, opts: opts, log: opts.Logger}
+	defer func() {
+		if err != nil {
+			r.Stop()
+		}
+	}()
+	if r.Gateway, err = gateway.New(gateway.Config{ControlSocket: opts.ControlSocket, PinDir: opts.PinDir, Logger: opts.Logger}); err != nil {
+		return r, err
+	}
+	if r.Chain, err = r.Gateway.AddChain(cc); err != nil {
+		return r, err
+	}
+	if err = r.Gateway.Start(); err != nil {
+		return r, err
+	}
+	k := 0
+	for _, f := range cf.Functions {
+		for i := 0; i < f.Instances; i++ {
+			var pn *podNet
+			if !opts.NoNetns {
+				pn = newPodNet(k)
+				if err = pn.create(); err != nil {
+					return r, fmt.Errorf("netns for %s/%d: %w", f.Name, i, err)
+				}
+				r.nets = append(r.nets, pn)
+			}
+			k++
+			p, err := r.spawn(f, i, pn)
+			if err != nil {
+				return r, err
+			}
+			r.procs = append(r.procs, p)
+		}
+	}
+	if err = r.waitReady(); err != nil {
+		return r, err
+	}
+	if r.ln, err = net.Listen("tcp", opts.Listen); err != nil {
+		return r, fmt.Errorf("listen %s: %w", opts.Listen, err)
+	}
+	r.srv = &http.Server{Handler: r.Gateway.Handler(r.Chain), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	go r.srv.Serve(r.ln)
+	if opts.AdminListen != "" {
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", r.Gateway.MetricsHandler())
+		r.admin = &http.Server{Addr: opts.AdminListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		aln, err := net.Listen("tcp", opts.AdminListen)
+		if err != nil {
+			return r, fmt.Errorf("admin listen %s: %w", opts.AdminListen, err)
+		}
+		go r.admin.Serve(aln)
+	}
+	r.log.Info("chain ready", zap.String("chain", cf.Name), zap.String("mode", cf.Mode), zap.String("listen", r.ln.Addr().String()),
+		zap.Int("instances", len(r.procs)), zap.Bool("hugepages", r.Chain.Pool().HugePages()))
+	return r, nil
+}
+
+// Addr is the HTTP listen address.
+func (r *Runner) Addr() string { return r.ln.Addr().String() }
+
+// Procs are the function processes.
+func (r *Runner) Procs() []*Proc { return r.procs }
+
+func (r *Runner) spawn(f FunctionFile, idx int, pn *podNet) (*Proc, error) {
+	var argv []string
+	env := append(os.Environ(),
+		"SPRIGHT_CONTROL_SOCKET="+r.opts.ControlSocket,
+		"SPRIGHT_CHAIN="+r.File.Name,
+		"SPRIGHT_FUNCTION="+f.Name,
+		"SPRIGHT_INSTANCE_INDEX="+strconv.Itoa(idx),
+	)
+	for k, v := range f.Env {
+		env = append(env, k+"="+v)
+	}
+	if len(f.Command) > 0 {
+		argv = f.Command
+	} else {
+		argv = []string{r.opts.Executable, "function",
+			"--chain", r.File.Name, "--function", f.Name, "--control", r.opts.ControlSocket,
+			"--behavior", f.Behavior, "--service-time", time.Duration(f.ServiceTime).String()}
+		if f.Workers > 0 {
+			argv = append(argv, "--workers", strconv.Itoa(f.Workers))
+		}
+		if r.opts.StatsDir != "" {
+			argv = append(argv, "--stats-file", filepath.Join(r.opts.StatsDir, fmt.Sprintf("%s-%d.json", f.Name, idx)))
+		}
+	}
+	if pn != nil {
+		argv = append([]string{"ip", "netns", "exec", pn.NS}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Env = env
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	// The function dies with the runner, whatever kills the runner.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s/%d: %w", f.Name, idx, err)
+	}
+	p := &Proc{Function: f.Name, Index: idx, Net: pn, Cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+		r.stopMu.Lock()
+		stopping := r.stopped
+		r.stopMu.Unlock()
+		if !stopping {
+			r.log.Warn("function process exited", zap.String("function", f.Name), zap.Int("index", idx), zap.Error(p.err))
+		}
+	}()
+	return p, nil
+}
+
+func (r *Runner) waitReady() error {
+	deadline := time.Now().Add(r.opts.ReadyTimeout)
+	for {
+		missing := ""
+		for _, f := range r.File.Functions {
+			if n := r.Chain.InstanceCount(f.Name); n < f.Instances {
+				missing = fmt.Sprintf("%s has %d of %d instances", f.Name, n, f.Instances)
+				break
+			}
+		}
+		if missing == "" {
+			return nil
+		}
+		for _, p := range r.procs {
+			select {
+			case <-p.done:
+				return fmt.Errorf("function %s/%d exited before registering: %v", p.Function, p.Index, p.err)
+			default:
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("chain %q not ready after %v: %s", r.File.Name, r.opts.ReadyTimeout, missing)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Stop shuts everything down: HTTP, functions (SIGTERM, then SIGKILL after
+// 5s), the gateway, the pins, the namespaces. It is safe to call twice.
+func (r *Runner) Stop() error {
+	r.stopMu.Lock()
+	if r.stopped {
+		r.stopMu.Unlock()
+		return nil
+	}
+	r.stopped = true
+	r.stopMu.Unlock()
+	var errs []error
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if r.srv != nil {
+		r.srv.Shutdown(ctx)
+	}
+	if r.admin != nil {
+		r.admin.Shutdown(ctx)
+	}
+	for _, p := range r.procs {
+		p.Cmd.Process.Signal(syscall.SIGTERM)
+	}
+	for _, p := range r.procs {
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+			p.Cmd.Process.Kill()
+			<-p.done
+		}
+	}
+	if r.Gateway != nil {
+		errs = append(errs, r.Gateway.Close(), r.Gateway.Unpin())
+	}
+	for _, n := range r.nets {
+		errs = append(errs, n.delete())
+	}
+	return errors.Join(errs...)
+}
+
+// Run starts the chain and serves until ctx ends.
+func Run(ctx context.Context, cf *ChainFile, opts Options) error {
+	r, err := Start(cf, opts)
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	return r.Stop()
+}
