@@ -20,6 +20,14 @@ const (
 	// FlagLast marks the final hop: the receiver is the gateway and the slot
 	// holds the response body.
 	FlagLast uint16 = 1 << 1
+	// FlagRejected is set by the kernel program on a descriptor it hands
+	// back to its sender instead of delivering it (bits 12-14 then hold the
+	// reason, see bpf.Rejected). The sender still owns what it tried to
+	// pass on and must take the slot back.
+	FlagRejected uint16 = 1 << 15
+	// FlagsKernel are the bits reserved for the kernel program (12-15);
+	// senders set only bits 0-11.
+	FlagsKernel uint16 = 0xF000
 )
 
 // Descriptor points at a payload in a chain pool.

@@ -11,7 +11,7 @@
 //	offset size field
 //	0      4    next  instance ID of the receiver (0 = the gateway)
 //	4      2    chain chain ID (which pool the slot lives in)
-//	6      2    flags FlagError, FlagLast, ...
+//	6      2    flags bits 0-11 sender's (FlagError, FlagLast); 12-15 kernel's (FlagRejected + reason)
 //	8      4    slot  slot index in the chain pool
 //	12     4    len   payload length in bytes
 //

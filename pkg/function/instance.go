@@ -225,6 +225,10 @@ func (in *Instance) process(h Handler, d descriptor.Descriptor) {
 		in.log.Warn("dropping invalid descriptor", zap.Stringer("desc", d), zap.Error(err))
 		return
 	}
+	if reason, rejected := bpf.Rejected(d.Flags); rejected {
+		in.rejected(d, reason)
+		return
+	}
 	if owner := in.Pool.Owner(d.Slot); owner != in.ID {
 		in.Stats.Invalid.Add(1)
 		in.log.Warn("dropping descriptor for a slot not handed to this instance", zap.Stringer("desc", d), zap.Uint32("owner", owner))
@@ -267,6 +271,26 @@ func (in *Instance) process(h Handler, d descriptor.Descriptor) {
 	in.Stats.Forwarded.Add(1)
 }
 
+// rejected handles a descriptor this instance sent that the kernel handed
+// back (the receiver died, or the descriptor broke a rule): the slot is
+// taken back from the would-be receiver and the request fails with 502.
+func (in *Instance) rejected(d descriptor.Descriptor, reason bpf.DropReason) {
+	in.Stats.Failed.Add(1)
+	if d.Next == descriptor.GatewayInstance {
+		// Returning to the gateway failed: the gateway owns the slot
+		// already, only its own timeout or reclaim can end the request.
+		in.log.Error("the kernel refused a result for the gateway", zap.Stringer("desc", d), zap.Stringer("reason", reason))
+		return
+	}
+	if !in.Pool.Handoff(d.Slot, d.Next, in.ID) {
+		return // reclaimed by the gateway meanwhile
+	}
+	m := &Message{pool: in.Pool, hdr: in.Pool.Header(d.Slot), slot: d.Slot, data: in.Pool.Data(d.Slot), n: int(d.Len)}
+	in.fail(m, http.StatusBadGateway, fmt.Sprintf("instance %d refused the request: %v", d.Next, reason))
+}
+
+// safeHandle recovers a panicking handler: one bad request must not take
+// the instance (and every request it holds) down.
 func safeHandle(h Handler, m *Message) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -308,6 +332,12 @@ func (in *Instance) inflight(id uint32) int64 {
 	}
 	return m.Inflight
 }
+
+// SendRaw sends d as is, bypassing the SDK's routing and ownership
+// bookkeeping. The kernel program and the receiver still validate it; it
+// exists for tools and for tests that must show what happens to a bad
+// descriptor.
+func (in *Instance) SendRaw(d descriptor.Descriptor) error { return in.tr.Send(d) }
 
 // Run registers and serves until ctx ends.
 func Run(ctx context.Context, opts Options, h Handler) error {

@@ -286,6 +286,16 @@ func (g *Gateway) deliver(d descriptor.Descriptor) {
 		g.log.Warn("dropping invalid descriptor", zap.Stringer("desc", d), zap.Error(err))
 		return
 	}
+	if reason, rejected := bpf.Rejected(d.Flags); rejected {
+		// A descriptor the gateway sent was handed back by the kernel
+		// (the receiver died between Pick and send): take the slot back
+		// and fail the request.
+		if c.pool.Handoff(d.Slot, d.Next, descriptor.GatewayInstance) {
+			c.complete(d.Slot, result{status: 502, slot: d.Slot,
+				err: fmt.Sprintf("instance %d refused the request: %v", d.Next, reason)})
+		}
+		return
+	}
 	if owner := c.pool.Owner(d.Slot); owner != descriptor.GatewayInstance {
 		// The sender did not hand the slot to the gateway (forged, or a
 		// slot already reclaimed after a crash).

@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -204,5 +203,4 @@ func TestErrors(t *testing.T) {
 	if code, body := post(t, e.srv.URL, "ok"); code != 200 || body != "KO" {
 		t.Fatalf("after recovery: %d %q", code, body)
 	}
-	fmt.Sprint()
 }
