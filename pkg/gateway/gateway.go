@@ -79,6 +79,9 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
+// ControlSocketPath is where instances register.
+func (g *Gateway) ControlSocketPath() string { return g.cfg.ControlSocket }
+
 // Datapath returns the eBPF datapath (nil if no sk_msg chain was added).
 func (g *Gateway) Datapath() *bpf.Datapath { return g.dp }
 

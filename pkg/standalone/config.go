@@ -63,7 +63,8 @@ type FunctionFile struct {
 	// Behavior is a built-in behaviour (samples.Names()); ignored with Command.
 	Behavior    string   `json:"behavior,omitempty"`
 	ServiceTime Duration `json:"serviceTime,omitempty"`
-	Instances   int      `json:"instances,omitempty"`
+	// Instances to start (default 1; 0 = none: instances register themselves).
+	Instances   *int     `json:"instances,omitempty"`
 	Concurrency uint32   `json:"concurrency,omitempty"`
 	Workers     int      `json:"workers,omitempty"`
 	// Routes: topic → functions to visit after this one.
@@ -123,11 +124,12 @@ func (cf *ChainFile) defaults() error {
 	}
 	for i := range cf.Functions {
 		f := &cf.Functions[i]
-		if f.Instances == 0 {
-			f.Instances = 1
+		if f.Instances == nil {
+			one := 1
+			f.Instances = &one
 		}
-		if f.Instances < 0 || f.Instances > routing.MaxInstances {
-			return fmt.Errorf("chain %q: function %q: instances %d outside 1..%d", cf.Name, f.Name, f.Instances, routing.MaxInstances)
+		if *f.Instances < 0 || *f.Instances > routing.MaxInstances {
+			return fmt.Errorf("chain %q: function %q: instances %d outside 0..%d", cf.Name, f.Name, *f.Instances, routing.MaxInstances)
 		}
 		if len(f.Command) == 0 {
 			if f.Behavior == "" {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 )
 
 // podNet is one function instance's network namespace and veth pair.
@@ -26,9 +27,14 @@ func ip(args ...string) error {
 	return nil
 }
 
-// newPodNet names the k-th namespace of this runner. Names carry the pid so
-// that runners (and their leftovers) never collide.
-func newPodNet(k int) *podNet {
+// podSeq numbers the namespaces of this process: the kernel tears a deleted
+// namespace's veth down asynchronously, so names are never reused.
+var podSeq atomic.Int32
+
+// newPodNet names a new namespace. Names carry the pid so that runners
+// (and their leftovers) never collide.
+func newPodNet() *podNet {
+	k := int(podSeq.Add(1)-1) % 256
 	pid := os.Getpid()
 	third := 100 + pid%100
 	return &podNet{

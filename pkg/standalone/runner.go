@@ -122,18 +122,16 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	if err = r.Gateway.Start(); err != nil {
 		return r, err
 	}
-	k := 0
 	for _, f := range cf.Functions {
-		for i := 0; i < f.Instances; i++ {
+		for i := 0; i < *f.Instances; i++ {
 			var pn *podNet
 			if !opts.NoNetns {
-				pn = newPodNet(k)
+				pn = newPodNet()
 				if err = pn.create(); err != nil {
 					return r, fmt.Errorf("netns for %s/%d: %w", f.Name, i, err)
 				}
 				r.nets = append(r.nets, pn)
 			}
-			k++
 			p, err := r.spawn(f, i, pn)
 			if err != nil {
 				return r, err
@@ -224,8 +222,8 @@ func (r *Runner) waitReady() error {
 	for {
 		missing := ""
 		for _, f := range r.File.Functions {
-			if n := r.Chain.InstanceCount(f.Name); n < f.Instances {
-				missing = fmt.Sprintf("%s has %d of %d instances", f.Name, n, f.Instances)
+			if n := r.Chain.InstanceCount(f.Name); n < *f.Instances {
+				missing = fmt.Sprintf("%s has %d of %d instances", f.Name, n, *f.Instances)
 				break
 			}
 		}
