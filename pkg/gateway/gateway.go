@@ -31,9 +31,10 @@ type Gateway struct {
 	cfg Config
 	log *zap.Logger
 
-	dp     *bpf.Datapath     // nil until a sk_msg chain is added
-	gwSock *transport.Socket // the gateway's own sockhash member (instance 0)
-	sendMu sync.Mutex        // serializes sends on gwSock
+	dp      *bpf.Datapath     // nil until a sk_msg chain is added
+	pinLock *os.File          // held from Load until Unpin or exit
+	gwSock  *transport.Socket // the gateway's own sockhash member (instance 0)
+	sendMu  sync.Mutex        // serializes sends on gwSock
 
 	mu        sync.RWMutex
 	chains    map[string]*Chain
@@ -92,21 +93,28 @@ func (g *Gateway) ensureDatapath() error {
 	if err := ensureBPFFS(); err != nil {
 		return err
 	}
+	lock, err := lockPinDir(g.cfg.PinDir)
+	if err != nil {
+		return err
+	}
 	dp, err := bpf.Load(g.cfg.PinDir)
 	if err != nil {
+		lock.Close()
 		return fmt.Errorf("gateway: load eBPF datapath (needs root, bpffs at /sys/fs/bpf, kernel with BTF and sockmap): %w", err)
 	}
 	sock, err := transport.NewSocket()
 	if err != nil {
 		dp.Close()
+		lock.Close()
 		return err
 	}
 	if err := sock.Control(func(fd int) error { return dp.AddSocket(descriptor.GatewayInstance, bpf.AnyChain, fd) }); err != nil {
 		sock.Close()
 		dp.Close()
+		lock.Close()
 		return fmt.Errorf("gateway: join sockhash: %w", err)
 	}
-	g.dp, g.gwSock = dp, sock
+	g.dp, g.gwSock, g.pinLock = dp, sock, lock
 	g.wg.Add(1)
 	go g.recvLoop(sock)
 	return nil
@@ -236,6 +244,7 @@ func (g *Gateway) Close() error {
 		g.dp.RemoveInstance(descriptor.GatewayInstance)
 		err = g.dp.Close()
 	}
+
 	for _, c := range g.Chains() {
 		c.pool.Close()
 	}
@@ -247,7 +256,12 @@ func (g *Gateway) Unpin() error {
 	if g.dp == nil {
 		return nil
 	}
-	return g.dp.Unpin()
+	err := g.dp.Unpin()
+	if g.pinLock != nil {
+		g.pinLock.Close()
+		g.pinLock = nil
+	}
+	return err
 }
 
 // send puts a descriptor on the gateway's transport for its chain.

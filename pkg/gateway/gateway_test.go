@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
 	"github.com/spright-dev/spright/pkg/function"
@@ -21,11 +23,20 @@ import (
 	"github.com/spright-dev/spright/pkg/shm"
 )
 
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (eBPF, bpffs)")
 	}
+}
+
+// testLogger logs through t, except under a fuzz target (which forbids
+// logging through the F).
+func testLogger(t testing.TB) *zap.Logger {
+	if _, fuzz := t.(*testing.F); fuzz {
+		return zap.NewNop()
+	}
+	return zaptest.NewLogger(t)
 }
 
 type env struct {
@@ -35,12 +46,12 @@ type env struct {
 	sock string
 }
 
-func start(t *testing.T, mode string, slots uint32, timeout time.Duration) *env {
+func start(t testing.TB, mode string, slots uint32, timeout time.Duration) *env {
 	t.Helper()
 	needRoot(t)
 	dir := t.TempDir()
-	pin := filepath.Join("/sys/fs/bpf", "spright-test-"+strings.ReplaceAll(t.Name(), "/", "_"))
-	g, err := gateway.New(gateway.Config{ControlSocket: filepath.Join(dir, "ctl.sock"), PinDir: pin, Logger: zaptest.NewLogger(t)})
+	pin := filepath.Join("/sys/fs/bpf", fmt.Sprintf("spright-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_")))
+	g, err := gateway.New(gateway.Config{ControlSocket: filepath.Join(dir, "ctl.sock"), PinDir: pin, Logger: testLogger(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,9 +81,9 @@ func start(t *testing.T, mode string, slots uint32, timeout time.Duration) *env 
 	return &env{g: g, c: c, srv: srv, sock: filepath.Join(dir, "ctl.sock")}
 }
 
-func (e *env) fn(t *testing.T, name string, h function.HandlerFunc) *function.Instance {
+func (e *env) fn(t testing.TB, name string, h function.HandlerFunc) *function.Instance {
 	t.Helper()
-	in, err := function.Register(function.Options{ControlSocket: e.sock, Chain: "hello", Function: name, Logger: zaptest.NewLogger(t), Workers: 4})
+	in, err := function.Register(function.Options{ControlSocket: e.sock, Chain: "hello", Function: name, Logger: testLogger(t), Workers: 4})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -64,9 +64,9 @@ type FunctionFile struct {
 	Behavior    string   `json:"behavior,omitempty"`
 	ServiceTime Duration `json:"serviceTime,omitempty"`
 	// Instances to start (default 1; 0 = none: instances register themselves).
-	Instances   *int     `json:"instances,omitempty"`
-	Concurrency uint32   `json:"concurrency,omitempty"`
-	Workers     int      `json:"workers,omitempty"`
+	Instances   *int   `json:"instances,omitempty"`
+	Concurrency uint32 `json:"concurrency,omitempty"`
+	Workers     int    `json:"workers,omitempty"`
 	// Routes: topic → functions to visit after this one.
 	Routes map[string][]string `json:"routes,omitempty"`
 	// Command runs a function built with the SDK instead of a behaviour;
