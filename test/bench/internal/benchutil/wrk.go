@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
 	"strconv"
@@ -221,9 +222,9 @@ var wrkTimeUnits = []struct {
 }
 
 // ParseWrkDuration parses a wrk time such as "570.00us", "0.86ms", "2.00s"
-// or "1.02m". time.ParseDuration is not enough: it has no bare "m" minutes
-// with a fraction problem, but it would accept forms wrk never prints and
-// it rejects none of the unit mix-ups we want to catch, so parse strictly.
+// or "1.02m". It is stricter than time.ParseDuration on purpose: one number
+// and exactly one of wrk's units, so that a change in wrk's format fails
+// loudly instead of being read as a plausible latency.
 func ParseWrkDuration(s string) (time.Duration, error) {
 	for _, u := range wrkTimeUnits {
 		num, ok := strings.CutSuffix(s, u.suffix)
@@ -234,10 +235,11 @@ func ParseWrkDuration(s string) (time.Duration, error) {
 		if err != nil {
 			return 0, fmt.Errorf("wrk time %q: %w", s, err)
 		}
-		if v < 0 {
-			return 0, fmt.Errorf("wrk time %q: negative", s)
+		if v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
+			return 0, fmt.Errorf("wrk time %q: not a duration", s)
 		}
-		return time.Duration(v * float64(u.unit)), nil
+		// Round: 4.1*1e9 is 4099999999.9999995 in floating point.
+		return time.Duration(math.Round(v * float64(u.unit))), nil
 	}
 	return 0, fmt.Errorf("wrk time %q: unknown unit", s)
 }

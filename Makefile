@@ -1,0 +1,53 @@
+# SPRIGHT for Knative. Targets that touch eBPF, netns or hugepages need root.
+GO        ?= go
+BIN       ?= bin
+CHAIN     ?= config/samples/hello/chain.yaml
+LISTEN    ?= 127.0.0.1:8080
+HUGEPAGES ?= 128
+FUZZTIME  ?= 30s
+
+.PHONY: all build generate check-generate test test-short bench run hugepages fuzz vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/spright ./cmd/spright
+
+# Rebuild the eBPF object and its Go bindings (clang, llvm-strip).
+generate:
+	$(GO) generate ./bpf/
+
+# CI: the committed eBPF object must be what the committed C compiles to.
+check-generate: generate
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files are out of date: run 'make generate' and commit"; exit 1; }
+
+vet:
+	$(GO) vet ./...
+
+# The README's test command. Runs as root: real eBPF, netns, hugepages.
+test: vet
+	$(GO) test -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -count=1 -short ./...
+
+# Reserve hugepages for the chain pools (the pool falls back to normal
+# pages, with a log line, when there are none).
+hugepages:
+	@cur=$$(cat /proc/sys/vm/nr_hugepages); if [ "$$cur" -lt "$(HUGEPAGES)" ]; then echo $(HUGEPAGES) > /proc/sys/vm/nr_hugepages; fi; grep -i hugepages_ /proc/meminfo
+
+# Start the sample chain (hello: curl -d abc http://127.0.0.1:8080/ -> CBA).
+run: build hugepages
+	$(BIN)/spright run -f $(CHAIN) --listen $(LISTEN)
+
+# Throughput, latency and CPU of the hello chain under wrk (sk_msg and poll).
+bench: hugepages
+	$(GO) run ./test/bench/hello $(BENCHFLAGS)
+
+# Fixed-time fuzzing campaigns on the parsers (seeds in testdata/).
+fuzz:
+	$(GO) test ./pkg/descriptor -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/gateway -run '^$$' -fuzz FuzzIngest -fuzztime $(FUZZTIME)
+
+clean:
+	rm -rf $(BIN)
