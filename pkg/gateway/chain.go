@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"go.uber.org/zap"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,7 +62,7 @@ type Chain struct {
 	Reclaimed  atomic.Uint64 // slots taken back from dead instances
 }
 
-func newChain(cfg ChainConfig, logf func(string, ...any)) (*Chain, error) {
+func newChain(cfg ChainConfig, log *zap.Logger) (*Chain, error) {
 	if cfg.Name == "" {
 		return nil, fmt.Errorf("gateway: chain needs a name")
 	}
@@ -94,7 +95,7 @@ func newChain(cfg ChainConfig, logf func(string, ...any)) (*Chain, error) {
 	if pc.RegionSize < need {
 		pc.RegionSize = need
 	}
-	pool, err := shm.Create(cfg.Name, cfg.ID, pc, logf)
+	pool, err := shm.Create(cfg.Name, cfg.ID, pc, log)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: chain %q: %w", cfg.Name, err)
 	}

@@ -130,7 +130,7 @@ func (g *Gateway) AddChain(cfg ChainConfig) (*Chain, error) {
 	if _, dup := g.byID[cfg.ID]; dup {
 		return nil, fmt.Errorf("gateway: chain id %d already used", cfg.ID)
 	}
-	c, err := newChain(cfg, func(f string, a ...any) { g.log.Sugar().Infof(f, a...) })
+	c, err := newChain(cfg, g.log)
 	if err != nil {
 		return nil, err
 	}

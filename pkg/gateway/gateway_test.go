@@ -17,6 +17,9 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/spright-dev/spright/pkg/control"
 	"github.com/spright-dev/spright/pkg/function"
 	"github.com/spright-dev/spright/pkg/gateway"
 	"github.com/spright-dev/spright/pkg/routing"
@@ -213,5 +216,61 @@ func TestErrors(t *testing.T) {
 	}
 	if code, body := post(t, e.srv.URL, "ok"); code != 200 || body != "KO" {
 		t.Fatalf("after recovery: %d %q", code, body)
+	}
+}
+
+// TestControlRefusals: unknown chain, unknown function, garbage and a join
+// without a socket are refused with a clear error; the gateway then
+// registers a proper instance as usual.
+func TestControlRefusals(t *testing.T) {
+	e := start(t, gateway.ModeSkMsg, 8, time.Second)
+	for _, tc := range []struct {
+		name string
+		msgs []control.Message
+		want string
+	}{
+		{"unknown chain", []control.Message{{Type: control.TypeHello, Chain: "nope", Function: "upper"}}, `unknown chain "nope"`},
+		{"unknown function", []control.Message{{Type: control.TypeHello, Chain: "hello", Function: "nope"}}, `has no function "nope"`},
+		{"gateway name", []control.Message{{Type: control.TypeHello, Chain: "hello", Function: routing.GatewayName}}, "has no function"},
+		{"join first", []control.Message{{Type: control.TypeJoin}}, `want "hello"`},
+	} {
+		c, err := control.Dial(e.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range tc.msgs {
+			c.Send(m)
+		}
+		_, _, err = c.Expect(control.TypeWelcome)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+		c.Close()
+	}
+	// Hello, then a join with no descriptor socket attached.
+	c, err := control.Dial(e.sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Send(control.Message{Type: control.TypeHello, Chain: "hello", Function: "upper"})
+	_, fds, err := c.Expect(control.TypeWelcome)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	c.Send(control.Message{Type: control.TypeJoin})
+	if _, _, err := c.Expect(control.TypeJoined); err == nil || !strings.Contains(err.Error(), "exactly 1 descriptor socket") {
+		t.Fatalf("join without socket: %v", err)
+	}
+	c.Close()
+	if n := e.c.InstanceCount("upper"); n != 0 {
+		t.Fatalf("%d upper instances after refused registrations", n)
+	}
+	e.fn(t, "upper", upper)
+	e.fn(t, "reverse", reverse)
+	if code, body := post(t, e.srv.URL, "abc"); code != 200 || body != "CBA" {
+		t.Fatalf("after refusals: %d %q", code, body)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"unsafe"
 
+	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
 	"github.com/spright-dev/spright/pkg/descriptor"
@@ -123,8 +124,8 @@ type ChainPool struct {
 func roundUp(v, to uint64) uint64 { return (v + to - 1) / to * to }
 
 // Create makes a new pool for chain. It tries hugepages first and falls back
-// to normal pages; logf (may be nil) is told which one it got and why.
-func Create(name string, chain uint16, cfg Config, logf func(string, ...any)) (*ChainPool, error) {
+// to normal pages, with a warning saying why (log may be nil).
+func Create(name string, chain uint16, cfg Config, log *zap.Logger) (*ChainPool, error) {
 	if cfg.Slots == 0 || cfg.SlotSize == 0 {
 		return nil, fmt.Errorf("shm: create pool %q: slots and slot size must be > 0", name)
 	}
@@ -138,8 +139,8 @@ func Create(name string, chain uint16, cfg Config, logf func(string, ...any)) (*
 	dataOff := roundUp(regionOff+regionSize, 4096)
 	total := dataOff + uint64(cfg.Slots)*slotSize
 
-	if logf == nil {
-		logf = func(string, ...any) {}
+	if log == nil {
+		log = zap.NewNop()
 	}
 	var (
 		fd   int
@@ -153,7 +154,8 @@ func Create(name string, chain uint16, cfg Config, logf func(string, ...any)) (*
 		if err == nil {
 			huge, total = true, hsize
 		} else {
-			logf("shm: pool %q: hugepages unavailable (%v), falling back to normal pages; reserve some with: echo N > /proc/sys/vm/nr_hugepages", name, err)
+			log.Warn("hugepages unavailable, pool falls back to normal pages; reserve some with: echo N > /proc/sys/vm/nr_hugepages",
+				zap.String("pool", name), zap.Uint64("bytes", hsize), zap.Error(err))
 		}
 	}
 	if !huge {
@@ -182,7 +184,8 @@ func Create(name string, chain uint16, cfg Config, logf func(string, ...any)) (*
 		p.hdr.FreeHead = uint64(i + 1)
 	}
 	p.hdr.FreeCount = int64(cfg.Slots)
-	logf("shm: pool %q chain=%d slots=%d slot_size=%d bytes=%d hugepages=%v", name, chain, cfg.Slots, slotSize, total, huge)
+	log.Info("pool created", zap.String("pool", name), zap.Uint16("chain", chain), zap.Uint32("slots", cfg.Slots),
+		zap.Uint64("slot_size", slotSize), zap.Uint64("bytes", total), zap.Bool("hugepages", huge))
 	return p, nil
 }
 

@@ -6,15 +6,18 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
+
+	"go.uber.org/zap/zaptest"
 
 	"github.com/spright-dev/spright/pkg/descriptor"
 )
 
 func newPool(t *testing.T, slots uint32) *ChainPool {
 	t.Helper()
-	p, err := Create(t.Name(), 5, Config{Slots: slots, SlotSize: 1000, RegionSize: 4096, NoHugePages: true}, t.Logf)
+	p, err := Create(t.Name(), 5, Config{Slots: slots, SlotSize: 1000, RegionSize: 4096, NoHugePages: true}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,13 +122,36 @@ func TestOpenRejectsGarbage(t *testing.T) {
 	}
 }
 
+func hugePagesFree(t *testing.T) int {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) == 2 && f[0] == "HugePages_Free:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	return 0
+}
+
 func TestHugePagesOrFallback(t *testing.T) {
-	p, err := Create("huge", 1, Config{Slots: 4, SlotSize: 4096, RegionSize: 4096}, t.Logf)
+	free := hugePagesFree(t)
+	p, err := Create("huge", 1, Config{Slots: 4, SlotSize: 4096, RegionSize: 4096}, zaptest.NewLogger(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	t.Logf("hugepages=%v", p.HugePages())
+	t.Logf("hugepages free before: %d; pool on hugepages: %v", free, p.HugePages())
+	// Other test packages run in parallel and take hugepages too: only a
+	// fallback while pages are still free afterwards is a failure.
+	if free >= 1 && !p.HugePages() && hugePagesFree(t) >= 1 {
+		t.Fatalf("%d hugepages free but the pool fell back to normal pages", hugePagesFree(t))
+	}
+	if free == 0 && p.HugePages() {
+		t.Fatal("pool claims hugepages with none free")
+	}
 	s, err := p.Alloc(0)
 	if err != nil {
 		t.Fatal(err)
