@@ -258,6 +258,8 @@ func (g *Gateway) Unpin() error {
 	}
 	err := g.dp.Unpin()
 	if g.pinLock != nil {
+		// Still holding the lock: no other gateway can be using the file.
+		os.Remove(g.pinLock.Name())
 		g.pinLock.Close()
 		g.pinLock = nil
 	}
@@ -458,11 +460,12 @@ func (g *Gateway) unregister(in *instance) {
 			err: fmt.Sprintf("function %q (instance %d) died while holding this request", c.routes.FunctionName(in.fn), in.id)})
 	})
 	c.Reclaimed.Add(uint64(n))
-	lvl := g.log.Info
-	if n > 0 || !g.closing.Load() {
-		lvl = g.log.Warn
+	if n > 0 {
+		g.log.Warn("instance died holding requests: slots reclaimed, requests failed with 502",
+			zap.String("chain", c.Name()), zap.Uint32("instance", in.id), zap.Int("slots_reclaimed", n))
+		return
 	}
-	lvl("instance gone", zap.String("chain", c.Name()), zap.Uint32("instance", in.id), zap.Int("slots_reclaimed", n))
+	g.log.Info("instance left", zap.String("chain", c.Name()), zap.Uint32("instance", in.id))
 }
 
 // InstanceCount is the number of registered instances of function name.

@@ -144,13 +144,13 @@ func (c *chain) waitReady(ctx context.Context, url string, timeout time.Duration
 	var last error
 	for {
 		if c.exited() {
-			return fmt.Errorf("spright run exited before serving (%v); log:\n%s", c.waitErr, c.logTail(20))
+			return fmt.Errorf("spright run exited before serving (%v)", c.waitErr)
 		}
 		if last = probe(ctx, url); last == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("chain not answering after %v: %w; log:\n%s", timeout, last, c.logTail(20))
+			return fmt.Errorf("chain not answering after %v: %w", timeout, last)
 		}
 		select {
 		case <-ctx.Done():
@@ -214,6 +214,11 @@ func (c *chain) leftovers() (problems, notes []string) {
 	if _, err := os.Stat(c.pinDir); err == nil {
 		problems = append(problems, fmt.Sprintf("leftover eBPF pin directory %s", c.pinDir))
 	}
+	// The gateway removes its pin-directory lock file when it unpins.
+	lock := "/run/spright/pins" + strings.ReplaceAll(filepath.Clean(c.pinDir), "/", "_") + ".lock"
+	if _, err := os.Stat(lock); err == nil {
+		problems = append(problems, fmt.Sprintf("leftover pin-directory lock file %s", lock))
+	}
 	sock := fmt.Sprintf("/run/spright/%s-%d.sock", c.name, c.pid)
 	if _, err := os.Stat(sock); err == nil {
 		problems = append(problems, fmt.Sprintf("leftover control socket %s", sock))
@@ -260,6 +265,28 @@ func (c *chain) logFindings() (errs, warns []string, err error) {
 		}
 	}
 	return errs, warns, sc.Err()
+}
+
+// poolHugepages reports whether the chain's pool got hugepages, from the
+// runner's "chain ready" log line: it changes the numbers (TLB misses on
+// the pool), and the pool silently falls back to normal pages.
+func (c *chain) poolHugepages() string {
+	b, err := os.ReadFile(c.logPath)
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "chain ready") {
+			continue
+		}
+		switch {
+		case strings.Contains(line, `"hugepages": true`):
+			return "true"
+		case strings.Contains(line, `"hugepages": false`):
+			return "false"
+		}
+	}
+	return "unknown"
 }
 
 // logTail returns the last n lines of the chain's log for error messages.

@@ -190,7 +190,7 @@ func run() error {
 		mr, err := benchMode(ctx, e, mode)
 		rep.add(mr)
 		if err != nil {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %v", mode, err))
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s: %v", systemName(mode), err))
 		}
 		if ctx.Err() != nil {
 			rep.Problems = append(rep.Problems, "interrupted: remaining modes skipped")
@@ -234,11 +234,14 @@ func buildSpright(ctx context.Context, root, tmp string) (string, error) {
 
 // modeResult is everything measured for one mode.
 type modeResult struct {
-	Mode     string
-	Idle     *benchutil.CPUUsage
-	Runs     []runResult
-	Problems []string
-	Notes    []string
+	Mode string
+	Idle *benchutil.CPUUsage
+	// HugePages is whether the chain's pool is on hugepages ("unknown" if
+	// the log did not say).
+	HugePages string
+	Runs      []runResult
+	Problems  []string
+	Notes     []string
 }
 
 // runResult is one wrk run at one concurrency.
@@ -267,14 +270,22 @@ func benchMode(ctx context.Context, e *env, mode string) (*modeResult, error) {
 		return res, err
 	}
 	measureErr := measure(ctx, e, ch, "http://"+addr+"/", res)
-	if measureErr != nil && ctx.Err() == nil {
-		// The log usually says why; it is deleted with the temporary dir.
-		measureErr = fmt.Errorf("%w\nchain log (tail):\n%s", measureErr, ch.logTail(15))
+	if measureErr != nil && ctx.Err() != nil {
+		// wrk or a probe failing because we cancelled them says nothing.
+		measureErr = fmt.Errorf("interrupted (%w)", ctx.Err())
+	} else if measureErr != nil {
+		// The log usually says why; it is deleted with the temporary dir
+		// unless --keep-tmp.
+		measureErr = fmt.Errorf("%w\nchain log (tail; --keep-tmp keeps all of it):\n%s", measureErr, ch.logTail(15))
 	}
 
-	fmt.Fprintf(os.Stderr, "bench: %s: stopping the chain (SIGTERM to pid %d)\n", mode, ch.pid)
-	if err := ch.stop(e.opts.stopTimeout); err != nil {
-		res.Problems = append(res.Problems, err.Error())
+	// A chain that died during the measurement is already explained by
+	// measureErr; stopping it would only add "already exited".
+	if !ch.exited() || measureErr == nil {
+		fmt.Fprintf(os.Stderr, "bench: %s: stopping the chain (SIGTERM to pid %d)\n", mode, ch.pid)
+		if err := ch.stop(e.opts.stopTimeout); err != nil {
+			res.Problems = append(res.Problems, err.Error())
+		}
 	}
 	problems, notes := ch.leftovers()
 	res.Problems = append(res.Problems, problems...)
@@ -307,6 +318,7 @@ func measure(ctx context.Context, e *env, ch *chain, url string, res *modeResult
 	if len(ch.functions) == 0 {
 		return errors.New("no function processes under spright run")
 	}
+	res.HugePages = ch.poolHugepages()
 	fmt.Fprintf(os.Stderr, "bench: %s: chain up at %s (spright run pid %d, %d function processes)\n", mode, url, ch.pid, len(ch.functions))
 
 	fmt.Fprintf(os.Stderr, "bench: %s: idle for %v\n", mode, e.opts.idle)

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spright-dev/spright/test/bench/internal/benchutil"
 )
 
 // sharedCoresNote is printed and stored with every result: wrk and the
@@ -29,6 +31,7 @@ type machine struct {
 	Wrk        string `json:"wrk"`
 	Go         string `json:"go"`
 	Revision   string `json:"spright_revision,omitempty"`
+	LoadAvg    string `json:"loadavg_at_start"`
 	Note       string `json:"note"`
 }
 
@@ -38,6 +41,7 @@ func describeMachine(root, wrkVersion string, tick time.Duration) machine {
 		Kernel:     readTrimmed("/proc/sys/kernel/osrelease"),
 		CPUModel:   cpuModel(),
 		HugePages:  readTrimmed("/proc/sys/vm/nr_hugepages"),
+		LoadAvg:    readTrimmed("/proc/loadavg"),
 		ClockTicks: int(time.Second / tick),
 		Wrk:        wrkVersion,
 		Go:         runtime.Version(),
@@ -108,6 +112,9 @@ type idleEntry struct {
 	CPUSeconds float64 `json:"cpu_seconds"`
 	CPUCores   float64 `json:"cpu_cores"`
 	Processes  int     `json:"processes"`
+	HugePages  string  `json:"pool_hugepages"`
+	OtherCores float64 `json:"other_cpu_cores"`
+	StealCores float64 `json:"steal_cores"`
 }
 
 // entry is one (system, concurrency) measurement. cpu_cores divides the
@@ -132,6 +139,9 @@ type entry struct {
 	CPUusPerReq       float64 `json:"cpu_us_per_req"`
 	LoadgenCPUSeconds float64 `json:"loadgen_cpu_seconds"`
 	IdleCPUCores      float64 `json:"idle_cpu_cores"`
+	PoolHugePages     string  `json:"pool_hugepages"`
+	OtherCPUCores     float64 `json:"other_cpu_cores"`
+	StealCores        float64 `json:"steal_cores"`
 	DurationS         float64 `json:"duration_s"`
 	WindowS           float64 `json:"window_s"`
 }
@@ -162,10 +172,13 @@ func (r *report) add(mr *modeResult) {
 		r.Notes = append(r.Notes, sys+": "+n)
 	}
 	var idleCores float64
-	if mr.Idle != nil {
-		idleCores = mr.Idle.Cores()
-		r.Idle = append(r.Idle, idleEntry{System: sys, WindowS: mr.Idle.Wall.Seconds(),
-			CPUSeconds: mr.Idle.CPU.Seconds(), CPUCores: idleCores, Processes: mr.Idle.Processes})
+	if u := mr.Idle; u != nil {
+		idleCores = u.Cores()
+		i := idleEntry{System: sys, WindowS: u.Wall.Seconds(),
+			CPUSeconds: u.CPU.Seconds(), CPUCores: idleCores, Processes: u.Processes, HugePages: mr.HugePages,
+			OtherCores: otherCores(*u, 0), StealCores: cores(u.HostSteal, u.Wall)}
+		r.Idle = append(r.Idle, i)
+		r.noteContention(sys+": idle window", i.OtherCores, i.StealCores)
 	}
 	for _, run := range mr.Runs {
 		w := run.Wrk
@@ -175,9 +188,11 @@ func (r *report) add(mr *modeResult) {
 			P50ms: ms(w.Latency[50]), P75ms: ms(w.Latency[75]), P90ms: ms(w.Latency[90]), P99ms: ms(w.Latency[99]),
 			Non2xx: w.Non2xx, SocketErrors: w.Errors.Total(),
 			CPUSeconds: run.SUT.CPU.Seconds(), CPUCores: run.SUT.Cores(),
-			LoadgenCPUSeconds: w.CPU.Seconds(), IdleCPUCores: idleCores,
+			LoadgenCPUSeconds: w.CPU.Seconds(), IdleCPUCores: idleCores, PoolHugePages: mr.HugePages,
 			DurationS: r.Settings.DurationS, WindowS: run.SUT.Wall.Seconds(),
+			OtherCPUCores: otherCores(run.SUT, w.CPU), StealCores: cores(run.SUT.HostSteal, run.SUT.Wall),
 		}
+		r.noteContention(fmt.Sprintf("%s: c=%d", sys, run.Concurrency), e.OtherCPUCores, e.StealCores)
 		if w.Requests > 0 {
 			e.CPUusPerReq = run.SUT.CPU.Seconds() * 1e6 / float64(w.Requests)
 		}
@@ -185,27 +200,62 @@ func (r *report) add(mr *modeResult) {
 	}
 }
 
+func cores(d, wall time.Duration) float64 {
+	if wall <= 0 {
+		return 0
+	}
+	return d.Seconds() / wall.Seconds()
+}
+
+// otherCores is the CPU the machine spent on anything but the system under
+// test and the load generator during a window, in cores: other processes,
+// and interrupt/softirq time not charged to a process (some of which is
+// the benchmark's own loopback traffic, so it is rarely exactly zero
+// under load).
+func otherCores(u benchutil.CPUUsage, loadgen time.Duration) float64 {
+	return max(0, cores(u.HostBusy-u.CPU-loadgen, u.Wall))
+}
+
+// contentionThreshold is where "other" CPU starts to distort results on a
+// small machine: a fifth of a core taken from the chain or wrk.
+const contentionThreshold = 0.2
+
+func (r *report) noteContention(what string, other, steal float64) {
+	if other > contentionThreshold {
+		r.Notes = append(r.Notes, fmt.Sprintf("%s: the host spent %.2f cores on other work; the numbers are contaminated", what, other))
+	}
+	if steal > contentionThreshold {
+		r.Notes = append(r.Notes, fmt.Sprintf("%s: the hypervisor stole %.2f cores", what, steal))
+	}
+}
+
 func (r *report) print(out io.Writer) {
 	m := r.Machine
 	fmt.Fprintf(out, "# hello chain benchmark, %s, spright %s\n", r.Timestamp, m.Revision)
-	fmt.Fprintf(out, "# machine: nproc=%d, kernel %s, cpu %q, nr_hugepages=%s\n", m.NProc, m.Kernel, m.CPUModel, m.HugePages)
+	fmt.Fprintf(out, "# machine: nproc=%d, kernel %s, cpu %q, nr_hugepages=%s, loadavg at start %s\n",
+		m.NProc, m.Kernel, m.CPUModel, m.HugePages, m.LoadAvg)
 	fmt.Fprintf(out, "# %s\n", sharedCoresNote)
 	fmt.Fprintf(out, "# %s; POST %q; wrk -d %gs per row; sut = spright run + function processes\n",
 		m.Wrk, r.Settings.Body, r.Settings.DurationS)
 	fmt.Fprintln(out)
 	for _, i := range r.Idle {
-		fmt.Fprintf(out, "idle  %-14s %.2f cpu_s over %.1fs = %.3f cores (%d processes)\n",
-			i.System, i.CPUSeconds, i.WindowS, i.CPUCores, i.Processes)
+		fmt.Fprintf(out, "idle  %-14s %.2f cpu_s over %.1fs = %.3f cores (%d processes; pool on hugepages: %s; other work on the host: %.2f cores)\n",
+			i.System, i.CPUSeconds, i.WindowS, i.CPUCores, i.Processes, i.HugePages, i.OtherCores)
 	}
 	fmt.Fprintln(out)
-	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "mode\tconcurrency\trps\tp50_ms\tp99_ms\tnon2xx\tsock_err\tsut_cpu_s\tsut_cpu_cores\tcpu_us_per_req\twrk_cpu_s\t")
-	for _, e := range r.Results {
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.3f\t%.3f\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.2f\t\n",
-			strings.TrimPrefix(e.System, "spright-"), e.Concurrency, e.RPS, e.P50ms, e.P99ms, e.Non2xx, e.SocketErrors,
-			e.CPUSeconds, e.CPUCores, e.CPUusPerReq, e.LoadgenCPUSeconds)
+	if len(r.Results) == 0 {
+		fmt.Fprintln(out, "(no results)")
 	}
-	tw.Flush()
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "mode\tconcurrency\trps\tp50_ms\tp99_ms\tnon2xx\tsock_err\tsut_cpu_s\tsut_cpu_cores\tcpu_us_per_req\twrk_cpu_s\tother_cores\t")
+	for _, e := range r.Results {
+		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.3f\t%.3f\t%d\t%d\t%.2f\t%.2f\t%.1f\t%.2f\t%.2f\t\n",
+			strings.TrimPrefix(e.System, "spright-"), e.Concurrency, e.RPS, e.P50ms, e.P99ms, e.Non2xx, e.SocketErrors,
+			e.CPUSeconds, e.CPUCores, e.CPUusPerReq, e.LoadgenCPUSeconds, e.OtherCPUCores)
+	}
+	if len(r.Results) > 0 {
+		tw.Flush()
+	}
 	if len(r.Notes) > 0 {
 		fmt.Fprintln(out, "\nnotes:")
 		for _, n := range r.Notes {

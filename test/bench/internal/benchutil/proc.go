@@ -202,20 +202,69 @@ func (p ProcFS) Alive(k ProcKey) (bool, error) {
 	return s.StartTime == k.StartTime && s.State != 'Z' && s.State != 'X', nil
 }
 
-// CPUSnapshot is the CPU time of each process of a tree at one instant.
+// HostCPU is the machine-wide CPU time of the "cpu" line of /proc/stat,
+// in clock ticks summed over all CPUs.
+type HostCPU struct {
+	// Busy is user+nice+system+irq+softirq (guest time is inside user).
+	Busy uint64
+	// Steal is time the hypervisor ran something else while we wanted
+	// the CPU: on a VM it shrinks what the benchmark can get.
+	Steal uint64
+}
+
+// ParseHostCPU parses the aggregate "cpu" line of /proc/stat.
+func ParseHostCPU(b []byte) (HostCPU, error) {
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "cpu" {
+			continue
+		}
+		// user nice system idle iowait irq softirq steal [guest guest_nice]
+		if len(f) < 9 {
+			return HostCPU{}, fmt.Errorf("proc stat cpu line %q: want at least 8 counters", line)
+		}
+		var v [8]uint64
+		for i := range v {
+			n, err := strconv.ParseUint(f[i+1], 10, 64)
+			if err != nil {
+				return HostCPU{}, fmt.Errorf("proc stat cpu line %q: %w", line, err)
+			}
+			v[i] = n
+		}
+		return HostCPU{Busy: v[0] + v[1] + v[2] + v[5] + v[6], Steal: v[7]}, nil
+	}
+	return HostCPU{}, errors.New("proc stat: no aggregate cpu line")
+}
+
+// HostCPU reads /proc/stat.
+func (p ProcFS) HostCPU() (HostCPU, error) {
+	b, err := os.ReadFile(filepath.Join(string(p), "stat"))
+	if err != nil {
+		return HostCPU{}, err
+	}
+	return ParseHostCPU(b)
+}
+
+// CPUSnapshot is the CPU time of each process of a tree, and of the whole
+// machine, at one instant.
 type CPUSnapshot struct {
 	At    time.Time
 	Root  int
 	Procs map[ProcKey]Stat
+	Host  HostCPU
 }
 
-// Snapshot samples the CPU time of root's process tree.
+// Snapshot samples the CPU time of root's process tree and of the host.
 func (p ProcFS) Snapshot(root int) (CPUSnapshot, error) {
+	host, err := p.HostCPU()
+	if err != nil {
+		return CPUSnapshot{}, err
+	}
 	tree, err := p.Tree(root)
 	if err != nil {
 		return CPUSnapshot{}, err
 	}
-	s := CPUSnapshot{At: time.Now(), Root: root, Procs: make(map[ProcKey]Stat, len(tree))}
+	s := CPUSnapshot{At: time.Now(), Root: root, Procs: make(map[ProcKey]Stat, len(tree)), Host: host}
 	for _, st := range tree {
 		s.Procs[st.Key()] = st
 	}
@@ -234,6 +283,12 @@ type CPUUsage struct {
 	Started int
 	// Processes in the second snapshot.
 	Processes int
+	// HostBusy and HostSteal are the machine-wide busy and stolen CPU
+	// over the same window. HostBusy minus the tree's CPU (and the load
+	// generator's) is everything else the machine did: other processes,
+	// and interrupt time not charged to any process.
+	HostBusy  time.Duration
+	HostSteal time.Duration
 }
 
 // Cores is the average number of cores busy over the window.
@@ -265,6 +320,13 @@ func Delta(a, b CPUSnapshot, tick time.Duration) CPUUsage {
 		}
 	}
 	u.CPU = time.Duration(ticks) * tick
+	// Counters only grow; guard anyway so a bad sample cannot wrap around.
+	if b.Host.Busy >= a.Host.Busy {
+		u.HostBusy = time.Duration(b.Host.Busy-a.Host.Busy) * tick
+	}
+	if b.Host.Steal >= a.Host.Steal {
+		u.HostSteal = time.Duration(b.Host.Steal-a.Host.Steal) * tick
+	}
 	return u
 }
 

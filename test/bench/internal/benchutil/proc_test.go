@@ -68,9 +68,18 @@ func fakeProc(t *testing.T, procs ...Stat) ProcFS {
 		writeStat(t, dir, p)
 	}
 	// Non-process entries must be ignored.
-	os.WriteFile(filepath.Join(dir, "uptime"), []byte("1.0 1.0\n"), 0o644)
+	writeHostStat(t, dir, 0, 0)
 	os.Mkdir(filepath.Join(dir, "sys"), 0o755)
 	return ProcFS(dir)
+}
+
+func writeHostStat(t *testing.T, dir string, busy, steal uint64) {
+	t.Helper()
+	// user=busy, idle=1000, steal=steal; per-CPU lines follow.
+	stat := fmt.Sprintf("cpu  %d 0 0 1000 0 0 0 %d 0 0\ncpu0 1 0 0 1 0 0 0 0 0 0\nintr 0\n", busy, steal)
+	if err := os.WriteFile(filepath.Join(dir, "stat"), []byte(stat), 0o644); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func writeStat(t *testing.T, dir string, p Stat) {
@@ -124,6 +133,7 @@ func TestSnapshotDelta(t *testing.T) {
 	for _, s := range []Stat{root, fn1, fn2} {
 		writeStat(t, dir, s)
 	}
+	writeHostStat(t, dir, 500, 7)
 	a, err := fs.Snapshot(100)
 	if err != nil {
 		t.Fatal(err)
@@ -137,13 +147,15 @@ func TestSnapshotDelta(t *testing.T) {
 	for _, s := range []Stat{root, fn1, fn2} {
 		writeStat(t, dir, s)
 	}
+	writeHostStat(t, dir, 600, 9)
 	b, err := fs.Snapshot(100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	b.At = a.At.Add(2 * time.Second)
 	u := Delta(a, b, 10*time.Millisecond)
-	want := CPUUsage{CPU: 390 * time.Millisecond, Wall: 2 * time.Second, Exited: 1, Started: 1, Processes: 3}
+	want := CPUUsage{CPU: 390 * time.Millisecond, Wall: 2 * time.Second, Exited: 1, Started: 1, Processes: 3,
+		HostBusy: time.Second, HostSteal: 20 * time.Millisecond}
 	if u != want {
 		t.Errorf("delta = %+v, want %+v", u, want)
 	}
@@ -180,5 +192,22 @@ func TestClockTicks(t *testing.T) {
 	}
 	if tick <= 0 || tick > time.Second {
 		t.Errorf("tick = %v", tick)
+	}
+}
+
+func TestParseHostCPU(t *testing.T) {
+	// A real /proc/stat from the 2-CPU benchmark VM.
+	h, err := ParseHostCPU([]byte(readTestdata(t, "proc-stat.txt")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// cpu  48662 0 17777 1520789 1003 0 666 1155 0 0
+	if want := (HostCPU{Busy: 48662 + 17777 + 666, Steal: 1155}); h != want {
+		t.Errorf("got %+v, want %+v", h, want)
+	}
+	for _, bad := range []string{"", "cpu0 1 2 3 4 5 6 7 8\n", "cpu 1 2 3\n", "cpu 1 2 x 4 5 6 7 8\n"} {
+		if h, err := ParseHostCPU([]byte(bad)); err == nil {
+			t.Errorf("ParseHostCPU(%q) = %+v, want an error", bad, h)
+		}
 	}
 }

@@ -278,5 +278,6 @@ func LookWrk(bin string) (path, version string, err error) {
 	// status and keep the first line.
 	out, _ := exec.Command(path, "-v").CombinedOutput()
 	version, _, _ = strings.Cut(string(out), "\n")
+	version, _, _ = strings.Cut(version, " Copyright")
 	return path, strings.TrimSpace(version), nil
 }
