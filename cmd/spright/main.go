@@ -114,7 +114,6 @@ func cmdRun(args []string) error {
 
 // FunctionStats is what `function --stats-file` writes on exit.
 type FunctionStats struct {
-	Instance  uint32 `json:"instance"`
 	Handled   uint64 `json:"handled"`
 	Forwarded uint64 `json:"forwarded"`
 	Returned  uint64 `json:"returned"`
@@ -144,15 +143,12 @@ func cmdFunction(args []string) error {
 	opts.Logger = log
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	in, err := function.Register(opts)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	err = in.Serve(ctx, h)
+	stats := new(function.Stats)
+	opts.Stats = stats
+	err = function.Run(ctx, opts, h)
 	if *statsFile != "" {
-		s := FunctionStats{Instance: in.ID, Handled: in.Stats.Handled.Load(), Forwarded: in.Stats.Forwarded.Load(),
-			Returned: in.Stats.Returned.Load(), Invalid: in.Stats.Invalid.Load(), Failed: in.Stats.Failed.Load()}
+		s := FunctionStats{Handled: stats.Handled.Load(), Forwarded: stats.Forwarded.Load(),
+			Returned: stats.Returned.Load(), Invalid: stats.Invalid.Load(), Failed: stats.Failed.Load()}
 		b, _ := json.Marshal(s)
 		if werr := os.WriteFile(*statsFile, b, 0o644); werr != nil && err == nil {
 			err = werr

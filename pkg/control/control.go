@@ -26,6 +26,12 @@ const (
 	TypeJoin    = "join"
 	TypeJoined  = "joined"
 	TypeError   = "error"
+
+	// An EPROXY sidecar registers its pod (plain revision), then asks for
+	// each proxied connection to be spliced in the kernel.
+	TypePod     = "pod"
+	TypeSplice  = "splice"  // + 2 fds: client side, upstream side
+	TypeSpliced = "spliced" // the agent's answer
 )
 
 // Message is every control message; Type says which fields matter.
@@ -44,6 +50,14 @@ type Message struct {
 	Concurrency   uint32 `json:"concurrency,omitempty"`
 	// Ring is the member's receive ring in poll mode.
 	Ring int `json:"ring,omitempty"`
+
+	// Welcome to a pod: the chain its revision belongs to, if any.
+	// (Chain and Function above carry it.)
+
+	// Pod (EPROXY): the Knative identity of the pod.
+	Namespace string `json:"namespace,omitempty"`
+	Revision  string `json:"revision,omitempty"`
+	PodName   string `json:"podName,omitempty"`
 
 	// Error
 	Error string `json:"error,omitempty"`

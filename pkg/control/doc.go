@@ -11,6 +11,14 @@
 //	member  → gateway  Join{} + fd: the member's descriptor socket (sk_msg mode)
 //	gateway → member   Joined{}  (the socket is in the sockhash, routes updated)
 //
+// An EPROXY sidecar of a plain (not chained) revision registers its pod
+// instead:
+//
+//	eproxy  → gateway  Pod{namespace, revision, podName}
+//	gateway → eproxy   Welcome{instance} + fd: EPROXY metrics map (read-only)
+//	eproxy  → gateway  Splice{} + fds: client socket, upstream socket   (per connection)
+//	gateway → eproxy   Spliced{} or Error{}
+//
 // The connection then stays open for the member's lifetime: its end-of-file is
 // how the gateway learns that an instance died and reclaims its slots.
 // Instance IDs are assigned by the gateway and never reused while it runs.

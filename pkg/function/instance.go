@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"go.uber.org/zap"
@@ -38,6 +39,9 @@ type Options struct {
 	// GOMAXPROCS).
 	Workers int
 	Logger  *zap.Logger
+	// Stats, if set, is where instances count (shared across the
+	// re-registrations Run makes); otherwise each instance has its own.
+	Stats *Stats
 }
 
 // OptionsFromEnv fills Options from SPRIGHT_* variables.
@@ -60,7 +64,7 @@ type Instance struct {
 	Chain uint16
 	Fn    uint8
 	Pool  *shm.ChainPool
-	Stats Stats
+	Stats *Stats
 
 	opts    Options
 	log     *zap.Logger
@@ -89,7 +93,10 @@ func Register(opts Options) (*Instance, error) {
 	if err != nil {
 		return nil, err
 	}
-	in := &Instance{opts: opts, ctl: ctl, log: opts.Logger}
+	if opts.Stats == nil {
+		opts.Stats = new(Stats)
+	}
+	in := &Instance{opts: opts, ctl: ctl, log: opts.Logger, Stats: opts.Stats}
 	if err := in.handshake(); err != nil {
 		in.Close()
 		return nil, fmt.Errorf("function %s/%s: register: %w", opts.Chain, opts.Function, err)
@@ -201,6 +208,14 @@ func (in *Instance) Serve(ctx context.Context, h Handler) error {
 	}
 	stop := context.AfterFunc(ctx, func() { in.tr.Close(); in.ctl.Close() })
 	defer stop()
+	// The gateway never writes to the control socket after Joined: a read
+	// returns only when the gateway went away (or refused us).
+	gatewayGone := make(chan struct{})
+	go func() {
+		in.ctl.Recv()
+		close(gatewayGone)
+		in.tr.Close()
+	}()
 	var err error
 	for {
 		var d descriptor.Descriptor
@@ -212,11 +227,22 @@ func (in *Instance) Serve(ctx context.Context, h Handler) error {
 	}
 	close(work)
 	wg.Wait()
+	select {
+	case <-gatewayGone:
+		if ctx.Err() == nil {
+			return ErrGatewayGone
+		}
+	default:
+	}
 	if ctx.Err() != nil || errors.Is(err, transport.ErrClosed) {
 		return nil
 	}
 	return err
 }
+
+// ErrGatewayGone is returned by Serve when the gateway's control
+// connection ended (the gateway restarted or stopped).
+var ErrGatewayGone = errors.New("function: the gateway closed the control connection")
 
 // process runs the handler on one descriptor and sends the result on.
 func (in *Instance) process(h Handler, d descriptor.Descriptor) {
@@ -340,11 +366,46 @@ func (in *Instance) inflight(id uint32) int64 {
 func (in *Instance) SendRaw(d descriptor.Descriptor) error { return in.tr.Send(d) }
 
 // Run registers and serves until ctx ends.
+//
+// If the gateway goes away (a restart), Run registers again, with backoff,
+// and serves the new gateway: requests in flight at the restart are lost,
+// the instance is not. The first registration must succeed.
 func Run(ctx context.Context, opts Options, h Handler) error {
 	in, err := Register(opts)
 	if err != nil {
 		return err
 	}
-	defer in.Close()
-	return in.Serve(ctx, h)
+	for {
+		err := in.Serve(ctx, h)
+		in.Close()
+		if !errors.Is(err, ErrGatewayGone) {
+			return err
+		}
+		log := opts.Logger
+		if log == nil {
+			log = zap.NewNop()
+		}
+		log.Warn("gateway gone: registering again", zap.String("chain", opts.Chain), zap.String("function", opts.Function))
+		if in, err = reregister(ctx, opts); err != nil {
+			return nil // ctx ended while the gateway was away
+		}
+	}
+}
+
+// reregister retries Register with exponential backoff (50 ms .. 2 s)
+// until it succeeds or ctx ends.
+func reregister(ctx context.Context, opts Options) (*Instance, error) {
+	backoff := 50 * time.Millisecond
+	for {
+		in, err := Register(opts)
+		if err == nil {
+			return in, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 2*time.Second)
+	}
 }

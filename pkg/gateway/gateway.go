@@ -1,7 +1,11 @@
 package gateway
 
 import (
+	"errors"
+	"path/filepath"
+
 	"fmt"
+	"github.com/cilium/ebpf"
 	"net"
 	"os"
 	"sync"
@@ -10,9 +14,12 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"github.com/spright-dev/spright/bpf"
 	"github.com/spright-dev/spright/pkg/control"
 	"github.com/spright-dev/spright/pkg/descriptor"
+	"github.com/spright-dev/spright/pkg/eproxy"
 	"github.com/spright-dev/spright/pkg/routing"
 	"github.com/spright-dev/spright/pkg/transport"
 )
@@ -24,6 +31,19 @@ type Config struct {
 	// PinDir is where the eBPF maps are pinned (bpffs), e.g. /sys/fs/bpf/spright.
 	PinDir string
 	Logger *zap.Logger
+	// Verify, if set, decides whether the process on the other end of a
+	// control connection may join as claimed (chain isolation: a pool fd
+	// only goes to verified members). Standalone mode checks that the pid
+	// is one it started for that function; on Kubernetes the pod is found
+	// from the process's cgroup. nil admits every local process that can
+	// open the control socket (mode 0660).
+	Verify func(cred unix.Ucred, m Member) error
+}
+
+// Member is what a registering process claims to be.
+type Member struct {
+	Chain, Function          string // a chain function (SDK instance)
+	Namespace, Revision, Pod string // an EPROXY sidecar
 }
 
 // Gateway serves chains on one node.
@@ -34,7 +54,8 @@ type Gateway struct {
 	dp      *bpf.Datapath     // nil until a sk_msg chain is added
 	pinLock *os.File          // held from Load until Unpin or exit
 	gwSock  *transport.Socket // the gateway's own sockhash member (instance 0)
-	sendMu  sync.Mutex        // serializes sends on gwSock
+	// roMetrics is a read-only handle on the EPROXY metrics map, for members.
+	roMetrics *ebpf.Map
 
 	mu        sync.RWMutex
 	chains    map[string]*Chain
@@ -43,6 +64,11 @@ type Gateway struct {
 	conns     map[*control.Conn]struct{} // every open control connection
 	connWG    sync.WaitGroup
 	nextInst  atomic.Uint32
+
+	revChains map[types.NamespacedName]ChainMember
+	reporter  *eproxy.Reporter
+
+	verifyRefused atomic.Uint64
 
 	metricsOnce sync.Once
 	m           *metrics
@@ -114,7 +140,16 @@ func (g *Gateway) ensureDatapath() error {
 		lock.Close()
 		return fmt.Errorf("gateway: join sockhash: %w", err)
 	}
-	g.dp, g.gwSock, g.pinLock = dp, sock, lock
+	// Members get the metrics map read-only: they read residual capacity
+	// and their own stats, and must not be able to forge them.
+	ro, err := ebpf.LoadPinnedMap(filepath.Join(g.cfg.PinDir, "instance_metrics"), &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		sock.Close()
+		dp.Close()
+		lock.Close()
+		return fmt.Errorf("gateway: read-only metrics map: %w", err)
+	}
+	g.dp, g.gwSock, g.pinLock, g.roMetrics = dp, sock, lock, ro
 	g.wg.Add(1)
 	go g.recvLoop(sock)
 	return nil
@@ -242,6 +277,7 @@ func (g *Gateway) Close() error {
 			}
 		}
 		g.dp.RemoveInstance(descriptor.GatewayInstance)
+		g.roMetrics.Close()
 		err = g.dp.Close()
 	}
 
@@ -336,7 +372,18 @@ func (g *Gateway) deliver(d descriptor.Descriptor) {
 // serveControl handles one instance's registration and then waits for its
 // control connection to end.
 func (g *Gateway) serveControl(conn *control.Conn) {
-	in, err := g.register(conn)
+	first, fds, err := conn.Recv()
+	closeFDs(fds)
+	if err != nil {
+		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+		conn.Close()
+		return
+	}
+	if first.Type == control.TypePod {
+		g.servePod(conn, first)
+		return
+	}
+	in, err := g.register(conn, first)
 	if err != nil {
 		g.log.Warn("registration refused", zap.Error(err))
 		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
@@ -360,11 +407,9 @@ func (g *Gateway) serveControl(conn *control.Conn) {
 	g.unregister(in)
 }
 
-func (g *Gateway) register(conn *control.Conn) (*instance, error) {
-	hello, fds, err := conn.Expect(control.TypeHello)
-	closeFDs(fds)
-	if err != nil {
-		return nil, err
+func (g *Gateway) register(conn *control.Conn, hello control.Message) (*instance, error) {
+	if hello.Type != control.TypeHello {
+		return nil, fmt.Errorf("%w: got %q, want %q or %q", control.ErrMalformed, hello.Type, control.TypeHello, control.TypePod)
 	}
 	c := g.Chain(hello.Chain)
 	if c == nil {
@@ -374,7 +419,11 @@ func (g *Gateway) register(conn *control.Conn) (*instance, error) {
 	if !ok || fn == routing.Gateway {
 		return nil, fmt.Errorf("chain %q has no function %q", hello.Chain, hello.Function)
 	}
+	if err := g.verify(conn, Member{Chain: hello.Chain, Function: hello.Function}); err != nil {
+		return nil, err
+	}
 	in := &instance{id: g.nextInst.Add(1), chain: c, fn: fn, conn: conn, ring: -1}
+	var err error
 	if cred, err := conn.PeerCred(); err == nil {
 		in.pid = cred.Pid
 	}
@@ -386,7 +435,7 @@ func (g *Gateway) register(conn *control.Conn) (*instance, error) {
 		}
 		welcome.Ring = in.ring
 	} else {
-		sendFDs = append(sendFDs, g.dp.MetricsMap().FD())
+		sendFDs = append(sendFDs, g.roMetrics.FD())
 	}
 	if err := conn.Send(welcome, sendFDs...); err != nil {
 		g.releaseRing(in)
@@ -420,6 +469,24 @@ func (g *Gateway) register(conn *control.Conn) (*instance, error) {
 		return nil, err
 	}
 	return in, nil
+}
+
+// ErrNotVerified is returned to a process that Config.Verify refused.
+var ErrNotVerified = errors.New("not verified as a member")
+
+func (g *Gateway) verify(conn *control.Conn, m Member) error {
+	if g.cfg.Verify == nil {
+		return nil
+	}
+	cred, err := conn.PeerCred()
+	if err != nil {
+		return fmt.Errorf("%w: peer credentials: %v", ErrNotVerified, err)
+	}
+	if err := g.cfg.Verify(*cred, m); err != nil {
+		g.verifyRefused.Add(1)
+		return fmt.Errorf("%w of %s/%s%s: %v", ErrNotVerified, m.Chain, m.Function, m.Pod, err)
+	}
+	return nil
 }
 
 func closeFDs(fds []int) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
 	"github.com/spright-dev/spright/pkg/gateway"
 )
@@ -35,6 +36,10 @@ type Options struct {
 	NoNetns bool
 	// StatsDir, if set, makes each function write its counters there on exit.
 	StatsDir string
+	// AllowUnlisted admits members the runner did not start (tests that
+	// register in-process instances); by default only the runner's own
+	// function processes may join the chain.
+	AllowUnlisted bool
 	// ReadyTimeout bounds the wait for all instances to register (default 20s).
 	ReadyTimeout time.Duration
 	Logger       *zap.Logger
@@ -75,6 +80,34 @@ type Runner struct {
 	ln      net.Listener
 	stopMu  sync.Mutex
 	stopped bool
+
+	pidMu sync.Mutex
+	pids  map[int32]string // pid -> function it was started as
+}
+
+// verify admits a registering process only if this runner started it as
+// that function of this chain (chain isolation, standalone flavour).
+func (r *Runner) verify(cred unix.Ucred, m gateway.Member) error {
+	if m.Chain != r.File.Name && !r.opts.AllowUnlisted {
+		return fmt.Errorf("this gateway serves chain %q only", r.File.Name)
+	}
+	deadline := time.Now().Add(time.Second) // spawn records the pid right after fork
+	for {
+		r.pidMu.Lock()
+		fn, ok := r.pids[cred.Pid]
+		r.pidMu.Unlock()
+		switch {
+		case ok && fn == m.Function:
+			return nil
+		case ok:
+			return fmt.Errorf("pid %d was started as function %q, not %q", cred.Pid, fn, m.Function)
+		case r.opts.AllowUnlisted:
+			return nil
+		case time.Now().After(deadline):
+			return fmt.Errorf("pid %d was not started by this runner", cred.Pid)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // Start brings the chain up and returns once every instance has registered
@@ -107,13 +140,13 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	if err != nil {
 		return nil, err
 	}
-	r = &Runner{File: cf, opts: opts, log: opts.Logger}
+	r = &Runner{File: cf, opts: opts, log: opts.Logger, pids: map[int32]string{}}
 	defer func() {
 		if err != nil {
 			r.Stop()
 		}
 	}()
-	if r.Gateway, err = gateway.New(gateway.Config{ControlSocket: opts.ControlSocket, PinDir: opts.PinDir, Logger: opts.Logger}); err != nil {
+	if r.Gateway, err = gateway.New(gateway.Config{ControlSocket: opts.ControlSocket, PinDir: opts.PinDir, Logger: opts.Logger, Verify: r.verify}); err != nil {
 		return r, err
 	}
 	if r.Chain, err = r.Gateway.AddChain(cc); err != nil {
@@ -203,6 +236,9 @@ func (r *Runner) spawn(f FunctionFile, idx int, pn *podNet) (*Proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s/%d: %w", f.Name, idx, err)
 	}
+	r.pidMu.Lock()
+	r.pids[int32(cmd.Process.Pid)] = f.Name
+	r.pidMu.Unlock()
 	p := &Proc{Function: f.Name, Index: idx, Net: pn, Cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()

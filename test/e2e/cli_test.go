@@ -131,6 +131,7 @@ func (c *cliChain) stop(t *testing.T) {
 // too, to document what busy polling costs; that figure is logged, and only
 // checked to be real (the pollers must actually have spun).
 func TestIdleCostsNothing(t *testing.T) {
+	var skmsgUsed time.Duration
 	for _, tc := range []struct {
 		mode   string
 		window time.Duration
@@ -153,12 +154,16 @@ func TestIdleCostsNothing(t *testing.T) {
 			t.Logf("mode %s: gateway + 2 functions used %v of CPU in %v idle", tc.mode, used, tc.window)
 			switch tc.mode {
 			case "skmsg":
+				skmsgUsed = used
 				if used >= 20*time.Millisecond {
 					t.Errorf("idle sk_msg chain used %v of CPU in %v, want < 20ms", used, tc.window)
 				}
 			case "poll":
-				if used < tc.window/4 {
-					t.Errorf("poll mode used only %v in %v: the pollers are not spinning", used, tc.window)
+				// On a busy machine the pollers get less than their cores,
+				// so the check is relative: far more than the event-driven
+				// chain, and at least 100ms.
+				if used < 100*time.Millisecond || used < 10*skmsgUsed {
+					t.Errorf("poll mode used only %v in %v (sk_msg: %v): the pollers are not spinning", used, tc.window, skmsgUsed)
 				}
 			}
 			c.stop(t)

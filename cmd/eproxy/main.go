@@ -1,0 +1,187 @@
+// Command eproxy is EPROXY, SPRIGHT's replacement for Knative's
+// queue-proxy: set it as config-deployment's queue-sidecar-image.
+//
+// It reads the environment Knative gives queue-proxy, answers Knative's
+// probes on QUEUE_SERVING_PORT exactly as queue-proxy does, has the node
+// agent splice traffic connections to the user container in the kernel
+// (eBPF counts the requests), serves the autoscaler's Stat on :9090 and
+// Prometheus text on :9091, /wait-for-drain on :8022, and drains on
+// SIGTERM. For a revision that is a chain member it also runs the function
+// shim that joins the user container to the chain.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"knative.dev/serving/pkg/queue/readiness"
+
+	"github.com/spright-dev/spright/pkg/eproxy"
+	"github.com/spright-dev/spright/pkg/function"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "eproxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	cfg, err := eproxy.ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	zcfg := zap.NewProductionConfig()
+	if cfg.ServingLoggingLevel == "debug" {
+		zcfg.Level = zap.NewAtomicLevelAt(zap.DebugLevel)
+	}
+	log, err := zcfg.Build()
+	if err != nil {
+		return err
+	}
+	log = log.With(zap.String("pod", cfg.ServingPod), zap.String("revision", cfg.ServingRevision))
+	start := time.Now()
+	userAddr := net.JoinHostPort("127.0.0.1", cfg.UserPort)
+
+	probe, err := readinessProbe(cfg)
+	if err != nil {
+		return err
+	}
+	agent, err := eproxy.RegisterPod(cfg.ControlSocket, eproxy.PodIdentity{Namespace: cfg.ServingNamespace, Revision: cfg.ServingRevision, Pod: cfg.ServingPod})
+	if err != nil {
+		// Traffic still flows (userspace), but there are no eBPF stats:
+		// the stat endpoint says so with 503 rather than report zeros.
+		log.Error("node agent unreachable: serving in userspace without eBPF stats", zap.String("socket", cfg.ControlSocket), zap.Error(err))
+	}
+	var splicer eproxy.Splicer
+	var window *eproxy.Window
+	if agent != nil {
+		defer agent.Close()
+		splicer = agent
+		window = eproxy.NewWindow(cfg.ServingPod, start, agent.Counters, nil)
+		log = log.With(zap.Uint32("instance", agent.Instance))
+	}
+	srv := eproxy.NewServer(userAddr, splicer, probe.ProbeContainer, time.Duration(cfg.DrainQuietSeconds)*time.Second, log)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	bind := func(port string) string { return net.JoinHostPort(cfg.BindAddress, port) }
+	traffic, err := net.Listen("tcp", bind(cfg.QueueServingPort))
+	if err != nil {
+		return err
+	}
+	go srv.Serve(traffic)
+
+	statMux := http.NewServeMux()
+	if window != nil {
+		statMux.Handle("/", eproxy.StatHandler(window))
+	} else {
+		statMux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "no eBPF stats: the node agent is unreachable", http.StatusServiceUnavailable)
+		})
+	}
+	promMux := http.NewServeMux()
+	if agent != nil {
+		promMux.Handle("/metrics", eproxy.PrometheusHandler(cfg.ServingNamespace, cfg.ServingRevision, cfg.ServingPod, agent.Counters))
+	}
+	adminMux := http.NewServeMux()
+	adminMux.HandleFunc("/wait-for-drain", func(w http.ResponseWriter, _ *http.Request) {
+		srv.Drainer().Drain()
+		w.WriteHeader(http.StatusOK)
+	})
+	servers := []*http.Server{}
+	for port, h := range map[string]http.Handler{cfg.MetricsPort: statMux, cfg.PromPort: promMux, cfg.AdminPort: adminMux} {
+		l, err := net.Listen("tcp", bind(port))
+		if err != nil {
+			return err
+		}
+		s := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, s)
+		go s.Serve(l)
+	}
+
+	if agent != nil && agent.Chain != "" {
+		go func() {
+			err := function.Run(ctx, function.Options{ControlSocket: cfg.ControlSocket, Chain: agent.Chain, Function: agent.Function, Logger: log},
+				eproxy.Shim(userAddr, time.Duration(cfg.RevisionTimeoutSeconds)*time.Second))
+			if err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("chain shim stopped", zap.Error(err))
+			}
+		}()
+	}
+	log.Info("eproxy ready", zap.String("traffic", traffic.Addr().String()), zap.Bool("spliced", splicer != nil), zap.String("chain", chainOf(agent)))
+
+	<-ctx.Done()
+	log.Info("SIGTERM: failing probes and draining")
+	dctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.DrainTimeoutSeconds)*time.Second)
+	defer cancel()
+	drained := make(chan struct{})
+	go func() { srv.Drainer().Drain(); close(drained) }()
+	if agent != nil {
+		waitIdle(dctx, agent, log)
+	}
+	select {
+	case <-drained:
+	case <-dctx.Done():
+	}
+	traffic.Close()
+	srv.Close()
+	for _, s := range servers {
+		s.Close()
+	}
+	return nil
+}
+
+// waitIdle returns when the kernel counts no request in flight for this
+// pod, or when ctx ends. It polls only while draining.
+func waitIdle(ctx context.Context, agent *eproxy.AgentClient, log *zap.Logger) {
+	for {
+		m, err := agent.Counters()
+		if err != nil || m.Inflight <= 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			log.Warn("drain timeout with requests in flight", zap.Int64("inflight", m.Inflight))
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func chainOf(a *eproxy.AgentClient) string {
+	if a == nil || a.Chain == "" {
+		return ""
+	}
+	return a.Chain + "/" + a.Function
+}
+
+// readinessProbe is the user container's readiness probe from
+// SERVING_READINESS_PROBE, run only when Knative's probe asks (no periodic
+// probing of our own); without one, a TCP connect to the user port.
+func readinessProbe(cfg eproxy.Config) (*readiness.Probe, error) {
+	var probes []*corev1.Probe
+	if cfg.ServingReadinessProbe != "" {
+		var err error
+		if probes, err = readiness.DecodeProbes(cfg.ServingReadinessProbe, false); err != nil {
+			return nil, fmt.Errorf("SERVING_READINESS_PROBE: %w", err)
+		}
+	}
+	if len(probes) == 0 {
+		probes = []*corev1.Probe{{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{
+			Host: "127.0.0.1", Port: intstr.Parse(cfg.UserPort)}}}}
+	}
+	return readiness.NewProbe(probes), nil
+}

@@ -1,0 +1,109 @@
+package eproxy
+
+import (
+	"fmt"
+	"net"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/spright-dev/spright/bpf"
+	"github.com/spright-dev/spright/pkg/control"
+)
+
+// PodIdentity is how a pod introduces itself to the node agent.
+type PodIdentity struct {
+	Namespace, Revision, Pod string
+}
+
+// AgentClient is EPROXY's connection to the node agent (the gateway
+// DaemonSet), which owns the eBPF objects. Its end is also how the agent
+// learns that the pod went away.
+type AgentClient struct {
+	conn     *control.Conn
+	Instance uint32
+	// Chain and Function are set when the agent says this pod's revision
+	// is a member of a chain (then EPROXY runs the function shim).
+	Chain, Function string
+	metrics         *ebpf.Map
+
+	mu sync.Mutex // one request/answer at a time on the control socket
+}
+
+// RegisterPod registers the pod and receives the read-only EPROXY metrics map.
+func RegisterPod(socket string, id PodIdentity) (*AgentClient, error) {
+	conn, err := control.Dial(socket)
+	if err != nil {
+		return nil, err
+	}
+	if err := conn.Send(control.Message{Type: control.TypePod, Namespace: id.Namespace, Revision: id.Revision, PodName: id.Pod}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	w, fds, err := conn.Expect(control.TypeWelcome)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if len(fds) != 1 {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+		conn.Close()
+		return nil, fmt.Errorf("eproxy: agent welcome carried %d fds, want 1 (metrics map)", len(fds))
+	}
+	m, err := ebpf.NewMapFromFD(fds[0])
+	if err != nil {
+		unix.Close(fds[0])
+		conn.Close()
+		return nil, fmt.Errorf("eproxy: metrics map from agent: %w", err)
+	}
+	return &AgentClient{conn: conn, Instance: w.Instance, Chain: w.Chain, Function: w.Function, metrics: m}, nil
+}
+
+// Counters reads this pod's counters from the eBPF map.
+func (a *AgentClient) Counters() (bpf.InstanceMetrics, error) {
+	var m bpf.InstanceMetrics
+	err := a.metrics.LookupWithFlags(a.Instance, &m, ebpf.LookupLock)
+	return m, err
+}
+
+// Splice asks the agent to join client and upstream in the kernel.
+func (a *AgentClient) Splice(client, upstream *net.TCPConn) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	// The raw fds are used in place (no dup): SCM_RIGHTS gives the agent
+	// its own references.
+	err := withFD(client, func(cfd int) error {
+		return withFD(upstream, func(ufd int) error {
+			return a.conn.Send(control.Message{Type: control.TypeSplice}, cfd, ufd)
+		})
+	})
+	if err != nil {
+		return err
+	}
+	_, fds, err := a.conn.Expect(control.TypeSpliced)
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	return err
+}
+
+func withFD(c *net.TCPConn, fn func(fd int) error) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := raw.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}
+
+// Close ends the registration.
+func (a *AgentClient) Close() error {
+	a.metrics.Close()
+	return a.conn.Close()
+}

@@ -1,0 +1,27 @@
+// Package eproxy is EPROXY, the event-driven replacement for Knative's
+// queue-proxy (paper §3.3, DESIGN §6).
+//
+// Knative's queue-proxy sits in every pod, parses every request twice,
+// counts it in userspace and forwards it. EPROXY keeps the queue-proxy
+// contract (ports, env vars, probes, drain, the autoscaler's Stat on :9090)
+// but moves the per-request work into the kernel:
+//
+//   - Counting: eBPF programs (package bpf) count requests in, responses
+//     out, in-flight and the time integral of in-flight per pod instance in
+//     the EPROXY metrics map, on the sk_msg path of chained functions and on
+//     the splice path of plain revisions. No userspace code counts requests.
+//   - Forwarding (plain revisions): EPROXY reads the first request of a
+//     connection to tell Knative's probes from traffic, then has the node
+//     agent splice the client connection to the user container's connection
+//     in the kernel (sk_skb redirect); the bytes of every later request on
+//     that connection never reach userspace.
+//   - Stats: Window turns the eBPF counters into Knative's metrics.Stat
+//     (average concurrency from the in-flight integral, requests per second,
+//     uptime), computed lazily when the autoscaler scrapes, so an idle pod
+//     wakes for nothing. Reporter pushes the same Stats to the autoscaler's
+//     stat server over a websocket, as the activator does.
+//
+// Probes are answered with Knative's own code (knative.dev/serving's
+// readiness prober and health handler, knative.dev/pkg's drainer), so
+// Knative sees EPROXY exactly as it sees queue-proxy.
+package eproxy

@@ -1,0 +1,85 @@
+package eproxy
+
+import (
+	"fmt"
+	"sync"
+	"time"
+
+	"knative.dev/serving/pkg/autoscaler/metrics"
+
+	"github.com/spright-dev/spright/bpf"
+)
+
+// Counters reads one instance's eBPF counters.
+type Counters func() (bpf.InstanceMetrics, error)
+
+// Clock returns CLOCK_MONOTONIC nanoseconds (the clock eBPF timestamps use).
+type Clock func() (uint64, error)
+
+// Period is the autoscaler's reporting period: Stats are averages over
+// windows of (at least) this length.
+const Period = time.Second
+
+type snapshot struct {
+	at       uint64 // monotonic ns
+	requests uint64
+	busy     uint64 // in-flight integral, ns
+}
+
+// Window turns an instance's cumulative eBPF counters into Knative Stats.
+//
+// Snapshots are taken lazily, when a Stat is asked for and the newest
+// snapshot is at least Period old; the Stat is the difference between the
+// two newest snapshots. So two scrapers in the same second see the same
+// Stat (reading does not reset it), and a pod nobody scrapes does no work.
+type Window struct {
+	pod     string
+	started time.Time
+	read    Counters
+	clock   Clock
+
+	mu         sync.Mutex
+	prev, last snapshot
+}
+
+// NewWindow returns a Window for pod reading counters with read.
+func NewWindow(pod string, started time.Time, read Counters, clock Clock) *Window {
+	if clock == nil {
+		clock = bpf.MonotonicNs
+	}
+	return &Window{pod: pod, started: started, read: read, clock: clock}
+}
+
+// Stat returns the pod's Stat over the last complete window.
+func (w *Window) Stat() (metrics.Stat, error) {
+	now, err := w.clock()
+	if err != nil {
+		return metrics.Stat{}, err
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.last.at == 0 || now-w.last.at >= uint64(Period) {
+		m, err := w.read()
+		if err != nil {
+			return metrics.Stat{}, fmt.Errorf("eproxy: read counters: %w", err)
+		}
+		s := snapshot{at: now, requests: m.RequestsIn, busy: m.BusyNsAt(now)}
+		if w.last.at == 0 {
+			// First look: a zero-length window starting now. The
+			// counters may hold history from before this pod's EPROXY
+			// (a restart), which is not this window's business.
+			w.prev = s
+		} else {
+			w.prev = w.last
+		}
+		w.last = s
+	}
+	st := metrics.Stat{PodName: w.pod, ProcessUptime: time.Since(w.started).Seconds()}
+	dt := w.last.at - w.prev.at
+	if dt == 0 {
+		return st, nil
+	}
+	st.AverageConcurrentRequests = float64(w.last.busy-w.prev.busy) / float64(dt)
+	st.RequestCount = float64(w.last.requests-w.prev.requests) / (float64(dt) / float64(time.Second))
+	return st, nil
+}

@@ -1,0 +1,137 @@
+package gateway
+
+import (
+	"fmt"
+	"net/url"
+	"time"
+
+	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/spright-dev/spright/bpf"
+	"github.com/spright-dev/spright/pkg/control"
+	"github.com/spright-dev/spright/pkg/eproxy"
+)
+
+// ChainMember says which chain function a Knative revision implements.
+type ChainMember struct {
+	Chain, Function string
+}
+
+// SetRevisionChain records that pods of revision ns/rev are members of a
+// chain: their EPROXY is told so at registration and joins the chain with
+// its function shim. (The controller sets this from the revision's
+// spright.dev annotations.)
+func (g *Gateway) SetRevisionChain(rev types.NamespacedName, m ChainMember) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.revChains == nil {
+		g.revChains = map[types.NamespacedName]ChainMember{}
+	}
+	g.revChains[rev] = m
+}
+
+func (g *Gateway) revisionChain(rev types.NamespacedName) (ChainMember, bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	m, ok := g.revChains[rev]
+	return m, ok
+}
+
+// kernelSplicer is the datapath's splice API (TEMPORARY indirection while
+// bpf gains it; to be replaced by direct calls).
+type kernelSplicer interface {
+	AddInstanceMetrics(instance uint32) error
+	AddSplice(instance uint32, clientFD, upstreamFD int) error
+}
+
+// pod is a registered EPROXY sidecar.
+type pod struct {
+	id  uint32
+	key types.NamespacedName // namespace / revision
+	pod string
+}
+
+// servePod registers an EPROXY sidecar (a pod of a Knative revision): it
+// gets an instance ID and a metrics entry, the read-only metrics map, and
+// then asks for its connections to be spliced. When its control connection
+// ends, the pod is gone.
+func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
+	defer conn.Close()
+	if m.Namespace == "" || m.Revision == "" || m.PodName == "" {
+		conn.Send(control.Message{Type: control.TypeError, Error: "pod registration needs namespace, revision and podName"})
+		return
+	}
+	if err := g.verify(conn, Member{Namespace: m.Namespace, Revision: m.Revision, Pod: m.PodName}); err != nil {
+		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+		return
+	}
+	g.mu.Lock()
+	err := g.ensureDatapath()
+	g.mu.Unlock()
+	if err != nil {
+		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+		return
+	}
+	p := &pod{id: g.nextInst.Add(1), key: types.NamespacedName{Namespace: m.Namespace, Name: m.Revision}, pod: m.PodName}
+	sp, ok := any(g.dp).(kernelSplicer)
+	if !ok {
+		conn.Send(control.Message{Type: control.TypeError, Error: "this gateway build has no kernel splice for pods"})
+		return
+	}
+	if err := sp.AddInstanceMetrics(p.id); err != nil {
+		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+		return
+	}
+	defer g.dp.RemoveInstance(p.id)
+	welcome := control.Message{Type: control.TypeWelcome, Instance: p.id}
+	if cm, ok := g.revisionChain(p.key); ok {
+		welcome.Chain, welcome.Function = cm.Chain, cm.Function
+	}
+	if err := conn.Send(welcome, g.roMetrics.FD()); err != nil {
+		return
+	}
+	log := g.log.With(zap.String("namespace", m.Namespace), zap.String("revision", m.Revision), zap.String("pod", m.PodName), zap.Uint32("instance", p.id))
+	log.Info("pod registered")
+	if g.reporter != nil {
+		g.reporter.Track(p.id, p.key, eproxy.NewWindow(p.pod, time.Now(), func() (bpf.InstanceMetrics, error) { return g.dp.Metrics(p.id) }, nil))
+		defer g.reporter.Untrack(p.id)
+	}
+	for {
+		req, fds, err := conn.Recv()
+		if err != nil {
+			closeFDs(fds)
+			break
+		}
+		if req.Type != control.TypeSplice || len(fds) != 2 {
+			closeFDs(fds)
+			conn.Send(control.Message{Type: control.TypeError, Error: fmt.Sprintf("want %q with 2 sockets, got %q with %d fds", control.TypeSplice, req.Type, len(fds))})
+			continue
+		}
+		err = sp.AddSplice(p.id, fds[0], fds[1])
+		closeFDs(fds)
+		if err != nil {
+			conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+			continue
+		}
+		conn.Send(control.Message{Type: control.TypeSpliced})
+	}
+	log.Info("pod left")
+}
+
+// EnableStatPush makes the gateway push the Stats of registered pods to the
+// autoscaler's stat server (ws://autoscaler.knative-serving:8080), as the
+// activator does. Use it only for revisions the autoscaler does not scrape.
+func (g *Gateway) EnableStatPush(r *eproxy.Reporter) { g.reporter = r }
+
+// ValidStatURL checks an autoscaler stat server URL.
+func ValidStatURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return err
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" {
+		return fmt.Errorf("stat server URL %q: want ws:// or wss://", s)
+	}
+	return nil
+}
