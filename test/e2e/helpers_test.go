@@ -29,13 +29,19 @@ type chain struct {
 // processes in their own netns) and stops it when the test ends.
 func startChain(t *testing.T, yaml string) *chain {
 	t.Helper()
+	return startChainWith(t, yaml, nil)
+}
+
+// startChainWith lets a test adjust the runner's options.
+func startChainWith(t *testing.T, yaml string, adjust func(*standalone.Options)) *chain {
+	t.Helper()
 	needRoot(t)
 	cf, err := standalone.Parse([]byte(yaml))
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	r, err := standalone.Start(cf, standalone.Options{
+	opts := standalone.Options{
 		Listen:        "127.0.0.1:0",
 		PinDir:        "/sys/fs/bpf/spright-e2e-" + strconv.Itoa(os.Getpid()) + "-" + cf.Name,
 		ControlSocket: filepath.Join(dir, "control.sock"),
@@ -43,7 +49,11 @@ func startChain(t *testing.T, yaml string) *chain {
 		StatsDir:      dir,
 		AllowUnlisted: true, // tests register in-process members too
 		Logger:        zaptest.NewLogger(t),
-	})
+	}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	r, err := standalone.Start(cf, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
