@@ -40,14 +40,22 @@ hugepages:
 run: build hugepages
 	$(BIN)/spright run -f $(CHAIN) --listen $(LISTEN)
 
-# Throughput, latency and CPU of the hello chain under wrk (sk_msg and poll).
+# Throughput, latency and CPU of the hello chain under wrk (sk_msg and poll),
+# then one HTTP function behind the real queue-proxy and behind EPROXY.
 bench: hugepages
 	$(GO) run ./test/bench/hello $(BENCHFLAGS)
+	$(GO) build -o $(BIN)/eproxy ./cmd/eproxy
+	$(GO) run ./test/bench/sidecar --eproxy $(BIN)/eproxy $(BENCHFLAGS)
 
 # Fixed-time fuzzing campaigns on the parsers (seeds in testdata/).
 fuzz:
 	$(GO) test ./pkg/descriptor -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/gateway -run '^$$' -fuzz FuzzIngest -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/control -run '^$$' -fuzz FuzzRecv -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/adapter/mqtt -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/adapter/mqtt -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/adapter/coap -run '^$$' -fuzz FuzzDatagram -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/adapter/cloudevents -run '^$$' -fuzz FuzzIngress -fuzztime $(FUZZTIME)
 
 clean:
 	rm -rf $(BIN)

@@ -43,6 +43,9 @@ const (
 	DropPoolRange DropReason = 4
 	// DropRedirect: next has no socket in the sockhash.
 	DropRedirect DropReason = 5
+	// DropSplicePeer: bytes arrived on a spliced socket whose peer is gone
+	// (closed); they were discarded (see AddSplice).
+	DropSplicePeer DropReason = 6
 )
 
 // FlagRejected is set in the flags of a descriptor that the sk_msg program
@@ -68,7 +71,7 @@ func Rejected(flags uint16) (DropReason, bool) {
 // numDropReasons is the number of reasons defined above; the drops array in
 // the kernel has room for more (dropSlots).
 const (
-	numDropReasons = 6
+	numDropReasons = 7
 	dropSlots      = 16
 )
 
@@ -95,6 +98,8 @@ func (r DropReason) String() string {
 		return "slot-or-len-out-of-range"
 	case DropRedirect:
 		return "next-not-connected"
+	case DropSplicePeer:
+		return "splice-peer-gone"
 	}
 	return fmt.Sprintf("drop-reason-%d", int(r))
 }
@@ -171,6 +176,10 @@ type Datapath struct {
 	mu     sync.RWMutex
 	objs   sprightObjects
 	closed bool
+
+	// spliceMu orders AddSplice (shared) against PruneSplices (exclusive);
+	// taken after mu.
+	spliceMu sync.RWMutex
 }
 
 // pinnedMaps are the names of the maps pinned under the pin directory.
@@ -181,15 +190,20 @@ var pinnedMaps = []string{
 	sprightMapChainPools,
 	sprightMapInstanceMetrics,
 	sprightMapDrops,
+	sprightMapSpliceMap,
+	sprightMapSplicePeer,
+	sprightMapSpliceSock,
 }
 
-// Load loads the sk_msg program and its maps, pinning the maps under pinDir
-// (e.g. DefaultPinDir). pinDir must be on a bpf filesystem (mount -t bpf bpf
-// /sys/fs/bpf); it is created if missing. Maps already pinned there with a
-// compatible layout are reused, so a restarted gateway keeps the sockets,
-// registrations and counters of the running data path. The program is
-// attached to sock_hash as its BPF_SK_MSG_VERDICT program; the attachment
-// lives as long as the pinned map (it survives Close).
+// Load loads the sk_msg program, the splice programs and their maps,
+// pinning the maps under pinDir (e.g. DefaultPinDir). pinDir must be on a bpf
+// filesystem (mount -t bpf bpf /sys/fs/bpf); it is created if missing. Maps
+// already pinned there with a compatible layout are reused, so a restarted
+// gateway keeps the sockets, registrations, splices and counters of the
+// running data path. The sk_msg program is attached to sock_hash as its
+// BPF_SK_MSG_VERDICT program, the splice programs to splice_map (see
+// AddSplice); the attachments live as long as the pinned maps (they survive
+// Close).
 func Load(pinDir string) (*Datapath, error) {
 	if err := checkBPFFS(pinDir); err != nil {
 		return nil, err
@@ -226,6 +240,10 @@ func Load(pinDir string) (*Datapath, error) {
 	if err != nil {
 		d.objs.Close()
 		return nil, fmt.Errorf("bpf: attach sk_msg program to sock_hash: %w", err)
+	}
+	if err := d.attachSplice(); err != nil {
+		d.objs.Close()
+		return nil, err
 	}
 	return d, nil
 }
@@ -308,7 +326,8 @@ func (d *Datapath) Unpin() error {
 
 func (d *Datapath) maps() []*ebpf.Map {
 	m := &d.objs.sprightMaps
-	return []*ebpf.Map{m.SockHash, m.SenderIdentity, m.InstanceChain, m.ChainPools, m.InstanceMetrics, m.Drops}
+	return []*ebpf.Map{m.SockHash, m.SenderIdentity, m.InstanceChain, m.ChainPools, m.InstanceMetrics, m.Drops,
+		m.SpliceMap, m.SplicePeer, m.SpliceSock}
 }
 
 // SetChain creates or updates the pool bounds of chain: descriptors of that

@@ -18,7 +18,7 @@ import (
 // bpffsRoot returns a directory on a bpf filesystem for the test's pins:
 // /sys/fs/bpf if it is bpffs, else a private bpffs mounted on a temp dir
 // (unmounted at cleanup). Skips if not root or bpffs cannot be had.
-func bpffsRoot(t *testing.T) string {
+func bpffsRoot(t testing.TB) string {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("bpf tests need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN): skipping")
@@ -39,7 +39,7 @@ func bpffsRoot(t *testing.T) string {
 	return dir
 }
 
-func pinDir(t *testing.T) string {
+func pinDir(t testing.TB) string {
 	t.Helper()
 	root := bpffsRoot(t)
 	dir, err := os.MkdirTemp(root, "spright-test-")

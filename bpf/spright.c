@@ -24,6 +24,12 @@
  * updated one after the other (a program may hold one lock at a time), so a
  * reader can see a hop counted at the sender but not yet at the receiver.
  *
+ * Splice (EPROXY for plain revisions): a second, independent pair of
+ * programs on splice_map joins two TCP sockets of a pod — the client's
+ * connection to EPROXY and EPROXY's connection to the user container — so
+ * that the kernel forwards between them, and counts HTTP/1.x requests and
+ * responses per instance on the way. See the splice section below.
+ *
  * Headers: bpf_helpers.h and friends are vendored from Debian's libbpf-dev
  * (third_party/libbpf); so are the uapi headers linux/bpf.h and
  * linux/bpf_common.h (third_party/libbpf/include/uapi, from Debian's
@@ -56,6 +62,7 @@ enum drop_reason {
 	DROP_NEXT_CHAIN = 3,     /* desc.next is unknown or not a member of desc.chain */
 	DROP_POOL_RANGE = 4,     /* chain has no pool, or slot/len out of range */
 	DROP_REDIRECT = 5,       /* desc.next has no socket in sock_hash */
+	DROP_SPLICE_PEER = 6,    /* spliced bytes whose peer socket is gone (splice) */
 	DROP_REASONS_MAX = 16,   /* size of the drops array (room to grow) */
 };
 
@@ -284,4 +291,275 @@ int spright_sk_msg(struct sk_msg_md *msg)
 	}
 
 	return SK_PASS;
+}
+
+/*
+ * ---------------------------------------------------------------------------
+ * Splice: EPROXY for plain (non-chained) revisions.
+ *
+ * EPROXY accepts the client's connection (side A, SIDE_CLIENT) and dials the
+ * user container (side B, SIDE_UPSTREAM); the node agent puts both sockets
+ * into splice_map, keyed by their socket cookies, and records each one's
+ * peer. From then on:
+ *
+ *   - spright_splice_verdict (stream verdict, no parser) runs on every chunk
+ *     (skb) that arrives on A or B and redirects it to the egress of the
+ *     peer: client bytes go out of B, user-container bytes out of A.
+ *
+ *   - spright_splice_msg (sk_msg) runs on every sendmsg on A or B. That
+ *     includes the bytes the verdict redirected (the kernel sends them with
+ *     sendmsg on the peer from the psock's backlog, which runs the peer's
+ *     sk_msg program; measured on 6.18) as well as what EPROXY itself writes
+ *     (the first request of a connection, which EPROXY reads to tell probes
+ *     from traffic). So this is the one place where requests and responses
+ *     are counted: a message going out of B that starts with an HTTP/1.x
+ *     request line is a request in, a message going out of A that starts
+ *     with a final HTTP/1.x status line is a response out. Counting in the
+ *     verdict as well would count every forwarded request twice. It always
+ *     returns SK_PASS: SK_DROP on sk_msg breaks the socket (see drop()).
+ *
+ * The programs see no close: each connection counts its outstanding
+ * requests (see struct splice_info), and spright_splice_end, run by the
+ * agent when a splice ends, takes the unanswered ones out of Inflight.
+ *
+ * Helper availability forces two lookups (verified on 6.18): sk_skb
+ * programs may call bpf_get_socket_cookie but not bpf_sk_storage_get, sk_msg
+ * programs the other way round. The verdict therefore finds its peer in
+ * splice_peer by its own cookie, and the sk_msg program finds instance and
+ * side in the socket's storage (splice_sock); userspace writes both.
+ *
+ * Counting is a segment-start heuristic: only the first bytes of a message
+ * are looked at. HTTP/1.1 clients write a request (line and headers) in one
+ * go and servers write the status line first, so a request or response
+ * starts a message; a body segment that happens to start with "GET " or
+ * "HTTP/1.1 200" would be miscounted, and pipelined requests in one segment
+ * count once. Interim 1xx responses (100 Continue, 103 Early Hints) are not
+ * counted; 101 Switching Protocols is (it ends the HTTP exchange).
+ */
+
+#define SIDE_CLIENT 0
+#define SIDE_UPSTREAM 1
+
+/* Bytes looked at: "HTTP/1.1 200" is 12, the longest method + SP is 8. */
+#define PEEK 12
+
+/*
+ * Where a spliced socket's bytes go, and whom they are counted for. conn is
+ * the cookie of the connection's client-side socket (A): the key of the
+ * record that holds the connection's outstanding requests (counted in
+ * instance_metrics, no response seen yet). Only that record's outstanding
+ * is used; the copies in splice_sock leave it 0.
+ */
+struct splice_info {
+	__u64 peer_cookie;
+	__u64 conn;
+	__s64 outstanding;
+	__u32 instance;
+	__u8 side;
+	__u8 pad[3];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} splice_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct splice_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} splice_peer SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct splice_info);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} splice_sock SEC(".maps");
+
+/* Little-endian words of up to 8 characters, and masks of their length. */
+#define W4(a, b, c, d) ((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24)
+#define W8(a, b, c, d, e, f, g, h) (W4(a, b, c, d) | W4(e, f, g, h) << 32)
+#define MASK(n) ((n) >= 8 ? ~0ULL : (1ULL << (8 * (n))) - 1)
+#define HAS(w, n, word) (((w) & MASK(n)) == (word))
+
+/* w holds the first 8 bytes of a message: does it start a request line? */
+static __always_inline int is_request(__u64 w)
+{
+	return HAS(w, 4, W4('G', 'E', 'T', ' ')) ||
+	       HAS(w, 5, W8('P', 'O', 'S', 'T', ' ', 0, 0, 0)) ||
+	       HAS(w, 4, W4('P', 'U', 'T', ' ')) ||
+	       HAS(w, 7, W8('D', 'E', 'L', 'E', 'T', 'E', ' ', 0)) ||
+	       HAS(w, 5, W8('H', 'E', 'A', 'D', ' ', 0, 0, 0)) ||
+	       HAS(w, 8, W8('O', 'P', 'T', 'I', 'O', 'N', 'S', ' ')) ||
+	       HAS(w, 6, W8('P', 'A', 'T', 'C', 'H', ' ', 0, 0)) ||
+	       HAS(w, 8, W8('C', 'O', 'N', 'N', 'E', 'C', 'T', ' ')) ||
+	       HAS(w, 6, W8('T', 'R', 'A', 'C', 'E', ' ', 0, 0));
+}
+
+/*
+ * b (8-aligned) holds the first PEEK bytes of a message: does it start a final status
+ * line, "HTTP/1.x NNN" with NNN not an interim 1xx (101 counts)?
+ */
+static __always_inline int is_final_response(const __u8 *b)
+{
+	if (!HAS(*(const __u64 *)b, 7, W8('H', 'T', 'T', 'P', '/', '1', '.', 0)) || b[8] != ' ')
+		return 0;
+	if (b[9] < '1' || b[9] > '5')
+		return 0;
+	if (b[9] == '1' && !(b[10] == '0' && b[11] == '1'))
+		return 0;
+	return 1;
+}
+
+/* One more (delta 1) or one fewer (-1, never below 0) outstanding request. */
+static __always_inline void count_outstanding(__u64 conn, int delta)
+{
+	struct splice_info *c = bpf_map_lookup_elem(&splice_peer, &conn);
+
+	if (!c)
+		return;
+	if (delta > 0)
+		__sync_fetch_and_add(&c->outstanding, 1);
+	else if (c->outstanding > 0)
+		__sync_fetch_and_add(&c->outstanding, -1);
+}
+
+static __always_inline void count_request(__u32 instance)
+{
+	struct metrics *m = bpf_map_lookup_elem(&instance_metrics, &instance);
+	__u64 now = bpf_ktime_get_ns(); /* no calls while the lock is held */
+
+	if (!m)
+		return;
+	bpf_spin_lock(&m->lock);
+	advance(m, now);
+	m->requests_in++;
+	m->inflight++;
+	bpf_spin_unlock(&m->lock);
+}
+
+static __always_inline void count_response(__u32 instance)
+{
+	struct metrics *m = bpf_map_lookup_elem(&instance_metrics, &instance);
+	__u64 now = bpf_ktime_get_ns(); /* no calls while the lock is held */
+
+	if (!m)
+		return;
+	bpf_spin_lock(&m->lock);
+	advance(m, now);
+	m->responses_out++;
+	if (m->inflight > 0)
+		m->inflight--;
+	bpf_spin_unlock(&m->lock);
+}
+
+SEC("sk_skb/stream_verdict")
+int spright_splice_verdict(struct __sk_buff *skb)
+{
+	__u64 cookie = bpf_get_socket_cookie(skb);
+	struct splice_info *s = bpf_map_lookup_elem(&splice_peer, &cookie);
+	__u64 peer;
+
+	/* Not (or no longer) spliced: the bytes stay for userspace. */
+	if (!s)
+		return SK_PASS;
+	peer = s->peer_cookie;
+	if (bpf_sk_redirect_hash(skb, &splice_map, &peer, 0) != SK_PASS) {
+		/* The peer was closed: nobody can take these bytes. */
+		count_drop(DROP_SPLICE_PEER);
+		return SK_DROP;
+	}
+	return SK_PASS;
+}
+
+SEC("sk_msg")
+int spright_splice_msg(struct sk_msg_md *msg)
+{
+	struct splice_info *s;
+	void *data, *data_end;
+	__u64 w[2] = {}; /* the first PEEK bytes, 8-aligned */
+
+	if (!msg->sk)
+		return SK_PASS;
+	s = bpf_sk_storage_get(&splice_sock, msg->sk, 0, 0);
+	if (!s || msg->size < PEEK)
+		return SK_PASS;
+
+	data = (void *)(long)msg->data;
+	data_end = (void *)(long)msg->data_end;
+	if (data + PEEK > data_end) {
+		/* The start spans scatterlist entries: linearise it. */
+		if (bpf_msg_pull_data(msg, 0, PEEK, 0))
+			return SK_PASS;
+		data = (void *)(long)msg->data;
+		data_end = (void *)(long)msg->data_end;
+		if (data + PEEK > data_end)
+			return SK_PASS;
+	}
+	__builtin_memcpy(w, data, PEEK);
+
+	if (s->side == SIDE_UPSTREAM) {
+		if (is_request(w[0])) {
+			count_request(s->instance);
+			count_outstanding(s->conn, 1);
+		}
+	} else if (is_final_response((const __u8 *)w)) {
+		count_response(s->instance);
+		count_outstanding(s->conn, -1);
+	}
+	return SK_PASS;
+}
+
+/*
+ * The end of a spliced connection, run by the agent with BPF_PROG_TEST_RUN
+ * (RemoveSplice, PruneSplices) once its sockets have left splice_map: the
+ * requests still outstanding on it will never be answered (the client or
+ * the user container went away), so they leave the instance's in-flight
+ * count, under its lock like every other update. The input (the test run's
+ * packet) is the connection's key, a u64 little endian, padded to 16 bytes;
+ * the return value is the number of requests taken out.
+ *
+ * The read and the subtraction of outstanding are two steps: a response
+ * counted in between (possible only while the sockets are still leaving
+ * splice_map) is taken out twice, which the clamp at 0 absorbs.
+ */
+SEC("tc")
+int spright_splice_end(struct __sk_buff *skb)
+{
+	struct splice_info *c;
+	struct metrics *m;
+	__u64 conn, now;
+	__s64 n;
+	__u32 instance;
+
+	if (bpf_skb_load_bytes(skb, 0, &conn, sizeof(conn)))
+		return 0;
+	c = bpf_map_lookup_elem(&splice_peer, &conn);
+	if (!c)
+		return 0;
+	n = c->outstanding;
+	if (n <= 0)
+		return 0;
+	__sync_fetch_and_add(&c->outstanding, -n);
+	instance = c->instance;
+
+	now = bpf_ktime_get_ns();
+	m = bpf_map_lookup_elem(&instance_metrics, &instance);
+	if (!m)
+		return 0;
+	bpf_spin_lock(&m->lock);
+	advance(m, now);
+	if (m->inflight > n)
+		m->inflight -= n;
+	else
+		m->inflight = 0;
+	bpf_spin_unlock(&m->lock);
+	return (int)n;
 }

@@ -41,17 +41,33 @@ type sprightSenderId struct {
 	Pad      uint16
 }
 
+type sprightSpliceInfo struct {
+	_           structs.HostLayout
+	PeerCookie  uint64
+	Conn        uint64
+	Outstanding int64
+	Instance    uint32
+	Side        uint8
+	Pad         [3]uint8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	sprightMapChainPools      = "chain_pools"
-	sprightMapDrops           = "drops"
-	sprightMapInstanceChain   = "instance_chain"
-	sprightMapInstanceMetrics = "instance_metrics"
-	sprightMapSenderIdentity  = "sender_identity"
-	sprightMapSockHash        = "sock_hash"
-	sprightProgSprightSkMsg   = "spright_sk_msg"
+	sprightMapChainPools            = "chain_pools"
+	sprightMapDrops                 = "drops"
+	sprightMapInstanceChain         = "instance_chain"
+	sprightMapInstanceMetrics       = "instance_metrics"
+	sprightMapSenderIdentity        = "sender_identity"
+	sprightMapSockHash              = "sock_hash"
+	sprightMapSpliceMap             = "splice_map"
+	sprightMapSplicePeer            = "splice_peer"
+	sprightMapSpliceSock            = "splice_sock"
+	sprightProgSprightSkMsg         = "spright_sk_msg"
+	sprightProgSprightSpliceEnd     = "spright_splice_end"
+	sprightProgSprightSpliceMsg     = "spright_splice_msg"
+	sprightProgSprightSpliceVerdict = "spright_splice_verdict"
 )
 
 // loadSpright returns the embedded CollectionSpec for spright.
@@ -96,7 +112,10 @@ type sprightSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sprightProgramSpecs struct {
-	SprightSkMsg *ebpf.ProgramSpec `ebpf:"spright_sk_msg"`
+	SprightSkMsg         *ebpf.ProgramSpec `ebpf:"spright_sk_msg"`
+	SprightSpliceEnd     *ebpf.ProgramSpec `ebpf:"spright_splice_end"`
+	SprightSpliceMsg     *ebpf.ProgramSpec `ebpf:"spright_splice_msg"`
+	SprightSpliceVerdict *ebpf.ProgramSpec `ebpf:"spright_splice_verdict"`
 }
 
 // sprightMapSpecs contains maps before they are loaded into the kernel.
@@ -109,6 +128,9 @@ type sprightMapSpecs struct {
 	InstanceMetrics *ebpf.MapSpec `ebpf:"instance_metrics"`
 	SenderIdentity  *ebpf.MapSpec `ebpf:"sender_identity"`
 	SockHash        *ebpf.MapSpec `ebpf:"sock_hash"`
+	SpliceMap       *ebpf.MapSpec `ebpf:"splice_map"`
+	SplicePeer      *ebpf.MapSpec `ebpf:"splice_peer"`
+	SpliceSock      *ebpf.MapSpec `ebpf:"splice_sock"`
 }
 
 // sprightVariableSpecs contains global variables before they are loaded into the kernel.
@@ -143,6 +165,9 @@ type sprightMaps struct {
 	InstanceMetrics *ebpf.Map `ebpf:"instance_metrics"`
 	SenderIdentity  *ebpf.Map `ebpf:"sender_identity"`
 	SockHash        *ebpf.Map `ebpf:"sock_hash"`
+	SpliceMap       *ebpf.Map `ebpf:"splice_map"`
+	SplicePeer      *ebpf.Map `ebpf:"splice_peer"`
+	SpliceSock      *ebpf.Map `ebpf:"splice_sock"`
 }
 
 func (m *sprightMaps) Close() error {
@@ -153,6 +178,9 @@ func (m *sprightMaps) Close() error {
 		m.InstanceMetrics,
 		m.SenderIdentity,
 		m.SockHash,
+		m.SpliceMap,
+		m.SplicePeer,
+		m.SpliceSock,
 	)
 }
 
@@ -166,12 +194,18 @@ type sprightVariables struct {
 //
 // It can be passed to loadSprightObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sprightPrograms struct {
-	SprightSkMsg *ebpf.Program `ebpf:"spright_sk_msg"`
+	SprightSkMsg         *ebpf.Program `ebpf:"spright_sk_msg"`
+	SprightSpliceEnd     *ebpf.Program `ebpf:"spright_splice_end"`
+	SprightSpliceMsg     *ebpf.Program `ebpf:"spright_splice_msg"`
+	SprightSpliceVerdict *ebpf.Program `ebpf:"spright_splice_verdict"`
 }
 
 func (p *sprightPrograms) Close() error {
 	return _SprightClose(
 		p.SprightSkMsg,
+		p.SprightSpliceEnd,
+		p.SprightSpliceMsg,
+		p.SprightSpliceVerdict,
 	)
 }
 

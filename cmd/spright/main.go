@@ -28,6 +28,7 @@ const usage = `spright: serverless function chains on shared memory and eBPF
 
 Usage:
   spright run -f CHAIN.yaml [--listen ADDR] [--admin-listen ADDR] [--pin-dir DIR] [--no-netns]
+              [--mqtt-listen ADDR] [--coap-listen ADDR]
   spright function --chain NAME --function NAME [--behavior B] [--service-time D] [--control SOCK]
   spright behaviors
 
@@ -84,6 +85,8 @@ func cmdRun(args []string) error {
 	pin := fs.String("pin-dir", "", "bpffs directory for the eBPF maps (default /sys/fs/bpf/spright/<chain>)")
 	ctl := fs.String("control", "", "control socket path (default /run/spright/<chain>-<pid>.sock)")
 	noNetns := fs.Bool("no-netns", false, "run functions in the host network namespace")
+	mqttListen := fs.String("mqtt-listen", "", "serve MQTT (3.1.1 and 5) on this TCP address and attach the MQTT adapter (default: chain.yaml's mqtt.listen)")
+	coapListen := fs.String("coap-listen", "", "serve CoAP on this UDP address and attach the CoAP adapter (default: chain.yaml's coap.listen)")
 	stats := fs.String("stats-dir", "", "directory where functions write their counters on exit")
 	debug := fs.Bool("debug", false, "debug logging")
 	fs.Parse(args)
@@ -102,11 +105,17 @@ func cmdRun(args []string) error {
 	log := logger(*debug)
 	defer log.Sync()
 	r, err := standalone.Start(cf, standalone.Options{Listen: *listen, AdminListen: *admin, PinDir: *pin, ControlSocket: *ctl,
-		NoNetns: *noNetns, StatsDir: *stats, Logger: log})
+		NoNetns: *noNetns, StatsDir: *stats, Logger: log, MQTTListen: *mqttListen, CoAPListen: *coapListen})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "spright: chain %q (%s) serving on http://%s — try: curl -d abc http://%s/\n", cf.Name, cf.Mode, r.Addr(), r.Addr())
+	if a := r.MQTTAddr(); a != "" {
+		fmt.Fprintf(os.Stderr, "spright: MQTT on %s\n", a)
+	}
+	if a := r.CoAPAddr(); a != "" {
+		fmt.Fprintf(os.Stderr, "spright: CoAP on udp %s\n", a)
+	}
 	<-ctx.Done()
 	fmt.Fprintln(os.Stderr, "spright: stopping")
 	return r.Stop()

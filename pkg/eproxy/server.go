@@ -68,6 +68,10 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: userAddr})
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// What queue-proxy does to every request on its way in.
+		// Full duplex: net/http would otherwise close the request body when
+		// the response starts, cutting off large uploads mid-copy
+		// (knative/serving#12387; queue-proxy's ENABLE_HTTP_FULL_DUPLEX).
+		http.NewResponseController(w).EnableFullDuplex()
 		netheader.RewriteHostOut(r)
 		r.Header.Del("Knative-Serving-Revision")
 		r.Header.Del("Knative-Serving-Namespace")

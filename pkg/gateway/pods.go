@@ -38,13 +38,6 @@ func (g *Gateway) revisionChain(rev types.NamespacedName) (ChainMember, bool) {
 	return m, ok
 }
 
-// kernelSplicer is the datapath's splice API (TEMPORARY indirection while
-// bpf gains it; to be replaced by direct calls).
-type kernelSplicer interface {
-	AddInstanceMetrics(instance uint32) error
-	AddSplice(instance uint32, clientFD, upstreamFD int) error
-}
-
 // pod is a registered EPROXY sidecar.
 type pod struct {
 	id  uint32
@@ -74,12 +67,7 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		return
 	}
 	p := &pod{id: g.nextInst.Add(1), key: types.NamespacedName{Namespace: m.Namespace, Name: m.Revision}, pod: m.PodName}
-	sp, ok := any(g.dp).(kernelSplicer)
-	if !ok {
-		conn.Send(control.Message{Type: control.TypeError, Error: "this gateway build has no kernel splice for pods"})
-		return
-	}
-	if err := sp.AddInstanceMetrics(p.id); err != nil {
+	if err := g.dp.AddInstanceMetrics(p.id); err != nil {
 		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
 		return
 	}
@@ -108,7 +96,7 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 			conn.Send(control.Message{Type: control.TypeError, Error: fmt.Sprintf("want %q with 2 sockets, got %q with %d fds", control.TypeSplice, req.Type, len(fds))})
 			continue
 		}
-		err = sp.AddSplice(p.id, fds[0], fds[1])
+		err = g.dp.AddSplice(p.id, fds[0], fds[1])
 		closeFDs(fds)
 		if err != nil {
 			conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})

@@ -9,6 +9,8 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/spright-dev/spright/pkg/adapter"
+	"github.com/spright-dev/spright/pkg/adapter/mqtt"
 	"github.com/spright-dev/spright/pkg/gateway"
 	"github.com/spright-dev/spright/pkg/routing"
 	"github.com/spright-dev/spright/pkg/samples"
@@ -55,6 +57,84 @@ type ChainFile struct {
 	// Routes are the gateway's: topic → functions to visit ("*" = default).
 	Routes    map[string][]string `json:"routes"`
 	Functions []FunctionFile      `json:"functions"`
+
+	// Protocol picks the chain's protocol adapters (DESIGN §6
+	// spright.dev/protocol): http (default) | cloudevents | mqtt | coap,
+	// or several separated by commas ("mqtt,coap"). HTTP is always served;
+	// cloudevents makes the HTTP listener speak CloudEvents.
+	Protocol string `json:"protocol,omitempty"`
+	// MQTT configures the MQTT listener and topic mapping.
+	MQTT *MQTTFile `json:"mqtt,omitempty"`
+	// CoAP configures the CoAP listener.
+	CoAP *CoAPFile `json:"coap,omitempty"`
+	// CloudEvents sets the answer events' attributes.
+	CloudEvents *adapter.CloudEventsOptions `json:"cloudevents,omitempty"`
+}
+
+// MQTTFile is chain.yaml's mqtt section.
+type MQTTFile struct {
+	// Listen is the MQTT (TCP) address, e.g. 127.0.0.1:1883 (default: no
+	// listener unless `spright run --mqtt-listen` gives one).
+	Listen string `json:"listen,omitempty"`
+	// Routes map topic filters to chain topics and reply topics, e.g.
+	// {filter: "motion/+", topic: motion, reply: "lights/{1}"}.
+	Routes []adapter.MQTTRoute `json:"routes,omitempty"`
+}
+
+// CoAPFile is chain.yaml's coap section.
+type CoAPFile struct {
+	// Listen is the CoAP (UDP) address, e.g. 127.0.0.1:5683 (default: no
+	// listener unless `spright run --coap-listen` gives one).
+	Listen string `json:"listen,omitempty"`
+}
+
+// Protocols are the chain's protocol adapters, "http" first.
+func (cf *ChainFile) Protocols() []string {
+	out := []string{"http"}
+	for _, p := range strings.Split(cf.Protocol, ",") {
+		if p = strings.TrimSpace(p); p != "" && p != "http" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Has reports whether the chain uses protocol p.
+func (cf *ChainFile) Has(p string) bool {
+	for _, q := range cf.Protocols() {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+// adapterOptions are the built-in adapters' options from the file.
+func (cf *ChainFile) adapterOptions() adapter.Options {
+	o := adapter.Options{Chain: cf.Name}
+	if cf.MQTT != nil {
+		o.MQTT.Routes = cf.MQTT.Routes
+	}
+	if cf.CloudEvents != nil {
+		o.CloudEvents = *cf.CloudEvents
+	}
+	return o
+}
+
+func (cf *ChainFile) checkProtocols() error {
+	for _, p := range cf.Protocols() {
+		switch p {
+		case "http", "cloudevents", "mqtt", "coap":
+		default:
+			return fmt.Errorf("chain %q: protocol %q: want http, cloudevents, mqtt or coap (several: \"mqtt,coap\")", cf.Name, p)
+		}
+	}
+	if cf.MQTT != nil {
+		if _, err := mqtt.NewAdapter(adapter.MQTTOptions{Routes: cf.MQTT.Routes}); err != nil {
+			return fmt.Errorf("chain %q: %w", cf.Name, err)
+		}
+	}
+	return nil
 }
 
 // FunctionFile is one function of a chain.
@@ -139,6 +219,9 @@ func (cf *ChainFile) defaults() error {
 				return fmt.Errorf("chain %q: function %q: %w", cf.Name, f.Name, err)
 			}
 		}
+	}
+	if err := cf.checkProtocols(); err != nil {
+		return err
 	}
 	_, err := cf.gatewayConfig()
 	return err

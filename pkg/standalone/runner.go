@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/spright-dev/spright/pkg/adapter"
 	"github.com/spright-dev/spright/pkg/gateway"
 )
 
@@ -40,6 +41,10 @@ type Options struct {
 	// register in-process instances); by default only the runner's own
 	// function processes may join the chain.
 	AllowUnlisted bool
+	// MQTTListen, CoAPListen start the MQTT (TCP) and CoAP (UDP) front
+	// ends there and attach their adapters (default: chain.yaml's
+	// mqtt.listen / coap.listen; none if neither is set).
+	MQTTListen, CoAPListen string
 	// ReadyTimeout bounds the wait for all instances to register (default 20s).
 	ReadyTimeout time.Duration
 	Logger       *zap.Logger
@@ -83,6 +88,10 @@ type Runner struct {
 
 	pidMu sync.Mutex
 	pids  map[int32]string // pid -> function it was started as
+
+	// Adapters are the chain's protocol adapter hook points.
+	Adapters *adapter.Chain
+	fronts   adapterFronts
 }
 
 // verify admits a registering process only if this runner started it as
@@ -175,14 +184,19 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	if err = r.waitReady(); err != nil {
 		return r, err
 	}
+	if err = r.startAdapters(); err != nil {
+		return r, err
+	}
 	if r.ln, err = net.Listen("tcp", opts.Listen); err != nil {
 		return r, fmt.Errorf("listen %s: %w", opts.Listen, err)
 	}
-	r.srv = &http.Server{Handler: r.Gateway.Handler(r.Chain), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
+	r.srv = &http.Server{Handler: adapter.HTTPHandler(r.Adapters, r.Gateway.Handler(r.Chain)), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
 	go r.srv.Serve(r.ln)
 	if opts.AdminListen != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", r.Gateway.MetricsHandler())
+		mux.Handle("/adapters", adapter.AdminHandler(r.Adapters))
+		mux.Handle("/adapters/", adapter.AdminHandler(r.Adapters))
 		r.admin = &http.Server{Addr: opts.AdminListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		aln, err := net.Listen("tcp", opts.AdminListen)
 		if err != nil {
@@ -299,6 +313,7 @@ func (r *Runner) Stop() error {
 	if r.admin != nil {
 		r.admin.Shutdown(ctx)
 	}
+	r.stopAdapters()
 	for _, p := range r.procs {
 		p.Cmd.Process.Signal(syscall.SIGTERM)
 	}

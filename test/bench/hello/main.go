@@ -185,7 +185,7 @@ func run() error {
 		return err
 	}
 
-	rep := newReport(o, describeMachine(root, wrkVersion, tick))
+	rep := newReport(o, benchutil.DescribeMachine(root, wrkVersion, tick))
 	for _, mode := range o.modes {
 		mr, err := benchMode(ctx, e, mode)
 		rep.add(mr)

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -16,83 +13,20 @@ import (
 	"github.com/spright-dev/spright/test/bench/internal/benchutil"
 )
 
-// sharedCoresNote is printed and stored with every result: wrk and the
-// chain compete for the same CPUs, so neither number is the chain's
-// capacity on dedicated hardware.
-const sharedCoresNote = "load generator and system under test share these cores"
-
-// machine describes where the numbers were taken.
-type machine struct {
-	NProc      int    `json:"nproc"`
-	Kernel     string `json:"kernel"`
-	CPUModel   string `json:"cpu_model"`
-	HugePages  string `json:"nr_hugepages"`
-	ClockTicks int    `json:"clk_tck"`
-	Wrk        string `json:"wrk"`
-	Go         string `json:"go"`
-	Revision   string `json:"spright_revision,omitempty"`
-	LoadAvg    string `json:"loadavg_at_start"`
-	Note       string `json:"note"`
-}
-
-func describeMachine(root, wrkVersion string, tick time.Duration) machine {
-	m := machine{
-		NProc:      runtime.NumCPU(), // the affinity mask, as nproc(1) reports
-		Kernel:     readTrimmed("/proc/sys/kernel/osrelease"),
-		CPUModel:   cpuModel(),
-		HugePages:  readTrimmed("/proc/sys/vm/nr_hugepages"),
-		LoadAvg:    readTrimmed("/proc/loadavg"),
-		ClockTicks: int(time.Second / tick),
-		Wrk:        wrkVersion,
-		Go:         runtime.Version(),
-		Note:       sharedCoresNote,
-	}
-	if root != "" {
-		// Best effort: results are only comparable with the code they ran.
-		if out, err := exec.Command("git", "-C", root, "describe", "--always", "--dirty").Output(); err == nil {
-			m.Revision = strings.TrimSpace(string(out))
-		}
-	}
-	return m
-}
-
-func readTrimmed(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "unknown"
-	}
-	return strings.TrimSpace(string(b))
-}
-
-// cpuModel is the first "model name" of /proc/cpuinfo (x86; other
-// architectures name it differently and get "unknown").
-func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return "unknown"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), ":")
-		if ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
-	}
-	return "unknown"
-}
+// sharedCoresNote is printed and stored with every result.
+const sharedCoresNote = benchutil.SharedCoresNote
 
 // report is the JSON document; its field names are what downstream
 // comparisons (other systems' benchmarks) key on.
 type report struct {
-	Timestamp string       `json:"timestamp"`
-	Machine   machine      `json:"machine"`
-	Settings  settings     `json:"settings"`
-	Idle      []idleEntry  `json:"idle"`
-	Results   []entry      `json:"results"`
-	Problems  []string     `json:"problems"`
-	Notes     []string     `json:"notes,omitempty"`
-	modes     []modeResult // for the table, in run order
+	Timestamp string            `json:"timestamp"`
+	Machine   benchutil.Machine `json:"machine"`
+	Settings  settings          `json:"settings"`
+	Idle      []idleEntry       `json:"idle"`
+	Results   []entry           `json:"results"`
+	Problems  []string          `json:"problems"`
+	Notes     []string          `json:"notes,omitempty"`
+	modes     []modeResult      // for the table, in run order
 }
 
 type settings struct {
@@ -148,7 +82,7 @@ type entry struct {
 
 func systemName(mode string) string { return "spright-" + mode }
 
-func newReport(o *options, m machine) *report {
+func newReport(o *options, m benchutil.Machine) *report {
 	return &report{
 		Timestamp: time.Now().UTC().Format(time.RFC3339),
 		Machine:   m,

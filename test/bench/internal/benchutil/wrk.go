@@ -17,7 +17,11 @@ import (
 // WrkOptions describe one wrk run.
 type WrkOptions struct {
 	// Binary is the wrk executable (default "wrk", looked up in PATH).
-	Binary      string
+	Binary string
+	// Prefix is a command that runs wrk, e.g. {"ip", "netns", "exec", NS}
+	// to load a system that listens inside a network namespace. It must
+	// exec wrk (not fork it) for CPU to be wrk's own rusage.
+	Prefix      []string
 	Threads     int
 	Connections int
 	Duration    time.Duration
@@ -92,7 +96,8 @@ func RunWrk(ctx context.Context, o WrkOptions) (*WrkResult, error) {
 		args = append(args, "-s", o.Script)
 	}
 	args = append(args, o.URL)
-	cmd := exec.CommandContext(ctx, o.Binary, args...)
+	argv := append(append(append([]string{}, o.Prefix...), o.Binary), args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Run(); err != nil {
