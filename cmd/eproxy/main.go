@@ -89,7 +89,8 @@ func run() error {
 		statMux.Handle("/", eproxy.StatHandler(window))
 	} else {
 		statMux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-			http.Error(w, "no eBPF stats: the node agent is unreachable", http.StatusServiceUnavailable)
+			// 500, not 503: see eproxy.StatHandler.
+			http.Error(w, "no eBPF stats: the node agent is unreachable", http.StatusInternalServerError)
 		})
 	}
 	promMux := http.NewServeMux()
@@ -98,6 +99,15 @@ func run() error {
 	}
 	adminMux := http.NewServeMux()
 	adminMux.HandleFunc("/wait-for-drain", func(w http.ResponseWriter, _ *http.Request) {
+		// As queue-proxy: the user container's preStop drains, and if no
+		// SIGTERM follows (it was only restarted) probes recover.
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+				srv.Drainer().Reset()
+			}
+		}()
 		srv.Drainer().Drain()
 		w.WriteHeader(http.StatusOK)
 	})
@@ -175,13 +185,16 @@ func readinessProbe(cfg eproxy.Config) (*readiness.Probe, error) {
 	var probes []*corev1.Probe
 	if cfg.ServingReadinessProbe != "" {
 		var err error
-		if probes, err = readiness.DecodeProbes(cfg.ServingReadinessProbe, false); err != nil {
+		if probes, err = readiness.DecodeProbes(cfg.ServingReadinessProbe, cfg.EnableMultiContainerProbes); err != nil {
 			return nil, fmt.Errorf("SERVING_READINESS_PROBE: %w", err)
 		}
 	}
 	if len(probes) == 0 {
 		probes = []*corev1.Probe{{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{
 			Host: "127.0.0.1", Port: intstr.Parse(cfg.UserPort)}}}}
+	}
+	if cfg.EnableHTTP2AutoDetection {
+		return readiness.NewProbeWithHTTP2AutoDetection(probes), nil
 	}
 	return readiness.NewProbe(probes), nil
 }

@@ -29,9 +29,10 @@ const (
 
 	// An EPROXY sidecar registers its pod (plain revision), then asks for
 	// each proxied connection to be spliced in the kernel.
-	TypePod     = "pod"
-	TypeSplice  = "splice"  // + 2 fds: client side, upstream side
-	TypeSpliced = "spliced" // the agent's answer
+	TypePod      = "pod"
+	TypeSplice   = "splice"   // + 2 fds: client side, upstream side
+	TypeSpliced  = "spliced"  // the agent's answer to splice and unsplice
+	TypeUnsplice = "unsplice" // + 2 fds: take a spliced pair apart
 )
 
 // Message is every control message; Type says which fields matter.

@@ -18,6 +18,8 @@
 //	gateway → eproxy   Welcome{instance} + fd: EPROXY metrics map (read-only)
 //	eproxy  → gateway  Splice{} + fds: client socket, upstream socket   (per connection)
 //	gateway → eproxy   Spliced{} or Error{}
+//	eproxy  → gateway  Unsplice{} + the same 2 fds                   (per connection end)
+//	gateway → eproxy   Spliced{} or Error{}
 //
 // The connection then stays open for the member's lifetime: its end-of-file is
 // how the gateway learns that an instance died and reclaims its slots.

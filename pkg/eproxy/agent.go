@@ -90,6 +90,28 @@ func (a *AgentClient) Splice(client, upstream *net.TCPConn) error {
 	return err
 }
 
+// Unsplice asks the agent to take a pair apart (their sockets still open).
+func (a *AgentClient) Unsplice(client, upstream *net.TCPConn) error {
+	return withFD(client, func(cfd int) error {
+		return withFD(upstream, func(ufd int) error { return a.UnspliceFDs(cfd, ufd) })
+	})
+}
+
+// UnspliceFDs is Unsplice on raw fds (sockets that left Go's netpoller).
+// It also settles the pair's unanswered requests in the in-flight count.
+func (a *AgentClient) UnspliceFDs(client, upstream int) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.conn.Send(control.Message{Type: control.TypeUnsplice}, client, upstream); err != nil {
+		return err
+	}
+	_, fds, err := a.conn.Expect(control.TypeSpliced)
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	return err
+}
+
 func withFD(c *net.TCPConn, fn func(fd int) error) error {
 	raw, err := c.SyscallConn()
 	if err != nil {

@@ -22,6 +22,9 @@ type Config struct {
 	ServingPod             string `split_words:"true" required:"true"`
 	ServingPodIP           string `split_words:"true"`
 	ServingLoggingLevel    string `split_words:"true"`
+	// Probe encoding flags Knative sets with its features.
+	EnableMultiContainerProbes bool `split_words:"true"`
+	EnableHTTP2AutoDetection   bool `envconfig:"ENABLE_HTTP2_AUTO_DETECTION"`
 
 	// SPRIGHT: where the node agent (gateway) listens, and EPROXY's own ports.
 	ControlSocket string `envconfig:"SPRIGHT_CONTROL_SOCKET" default:"/run/spright/control.sock"`

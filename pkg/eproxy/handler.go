@@ -9,9 +9,10 @@ import (
 
 // StatHandler serves a Window's Stat in the autoscaler's scrape format:
 // protobuf metrics.Stat with Content-Type application/protobuf, on GET.
-// Anything else gets a clear 4xx; a counter that cannot be read is a 503
-// (the autoscaler then keeps its previous decision rather than seeing a
-// made-up zero).
+// Anything else gets a clear 4xx; a counter that cannot be read is a 500:
+// the autoscaler then keeps its previous decision rather than seeing a
+// made-up zero (not 503, which Knative's scraper takes for a service-mesh
+// symptom and stops scraping pods directly).
 func StatHandler(w *Window) http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -21,7 +22,7 @@ func StatHandler(w *Window) http.Handler {
 		}
 		st, err := w.Stat()
 		if err != nil {
-			http.Error(rw, err.Error(), http.StatusServiceUnavailable)
+			http.Error(rw, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		b, err := proto.Marshal(&st)

@@ -126,8 +126,8 @@ func TestStatHandlerCounterError(t *testing.T) {
 	fc.setErr(errors.New("bpf: metrics of instance 3: key does not exist"))
 	rec := httptest.NewRecorder()
 	StatHandler(w).ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
-	if rec.Code != http.StatusServiceUnavailable {
-		t.Errorf("GET with a failing counter read = %d %q, want 503", rec.Code, rec.Body.String())
+	if rec.Code != http.StatusInternalServerError {
+		t.Errorf("GET with a failing counter read = %d %q, want 500 (503 reads as a mesh symptom)", rec.Code, rec.Body.String())
 	}
 	if ct := rec.Header().Get("Content-Type"); ct == "application/protobuf" {
 		t.Errorf("error answer claims Content-Type %q", ct)
@@ -189,7 +189,7 @@ func TestStatHandlerRealScraper(t *testing.T) {
 	t.Logf("scraped by knative.dev/serving: %+v", st)
 }
 
-// KNOWN BUG (handler.go:24, and cmd/eproxy/main.go:92 for "node agent
+// Formerly a bug (handler.go:24, and cmd/eproxy/main.go:92 for "node agent
 // unreachable"): a stat endpoint that cannot read its counters answers 503,
 // which knative.dev/serving's scraper takes for a mesh symptom
 // (networking's IsPotentialMeshErrorResponse: 502 or 503). In the default
@@ -201,7 +201,6 @@ func TestStatHandlerRealScraper(t *testing.T) {
 // when the counters cannot be read; the scraper then reports "pods
 // exhausted" and the autoscaler keeps its decision.
 func TestStatHandlerErrorIsNotAMeshSymptom(t *testing.T) {
-	knownBug(t)
 	const podIP = "127.0.0.44"
 	l, err := net.Listen("tcp", net.JoinHostPort(podIP, "9090"))
 	if err != nil {

@@ -1,11 +1,16 @@
 package eproxy
 
 import (
+	"os"
+
+	"golang.org/x/sys/unix"
+
 	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/spright-dev/spright/bpf"
 	"io"
 	"net"
 	"net/http"
@@ -22,9 +27,12 @@ import (
 )
 
 // Splicer joins a client connection and an upstream connection in the
-// kernel (the node agent does it for EPROXY, which has no privileges).
+// kernel (the node agent does it for EPROXY, which has no privileges), and
+// takes them apart again.
 type Splicer interface {
 	Splice(client, upstream *net.TCPConn) error
+	Unsplice(client, upstream *net.TCPConn) error
+	UnspliceFDs(client, upstream int) error
 }
 
 // maxSplicedFirstBody bounds the first request's body that EPROXY reads
@@ -48,8 +56,13 @@ type Server struct {
 	closed  chan struct{}
 	once    sync.Once
 
-	mu     sync.Mutex
-	active map[*net.TCPConn]struct{}
+	// FlushTimeout bounds how long a closing spliced connection waits for
+	// the kernel to deliver what is still in flight (default 30s).
+	FlushTimeout time.Duration
+
+	hangups *bpf.HangupWatcher
+	mu      sync.Mutex
+	active  map[*splicedConn]struct{}
 
 	// Spliced and Userspace count connections by path (diagnostics).
 	statMu    sync.Mutex
@@ -64,7 +77,16 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 		log = zap.NewNop()
 	}
 	s := &Server{UserAddr: userAddr, Splicer: splicer, Prober: prober, Log: log,
-		conns: make(chan net.Conn), closed: make(chan struct{}), active: map[*net.TCPConn]struct{}{}}
+		conns: make(chan net.Conn), closed: make(chan struct{}), active: map[*splicedConn]struct{}{}, FlushTimeout: 30 * time.Second}
+	if splicer != nil {
+		w, err := bpf.NewHangupWatcher()
+		if err != nil {
+			log.Warn("no hangup watcher: connections relayed in userspace", zap.Error(err))
+			s.Splicer = nil
+		} else {
+			s.hangups = w
+		}
+	}
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: userAddr})
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// What queue-proxy does to every request on its way in.
@@ -118,10 +140,17 @@ func (s *Server) Serve(l net.Listener) error {
 func (s *Server) Close() error {
 	s.once.Do(func() { close(s.closed) })
 	s.mu.Lock()
+	active := make([]*splicedConn, 0, len(s.active))
 	for c := range s.active {
-		c.Close()
+		active = append(active, c)
 	}
 	s.mu.Unlock()
+	for _, c := range active {
+		s.finish(c, false)
+	}
+	if s.hangups != nil {
+		s.hangups.Close()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return s.http.Shutdown(ctx)
@@ -165,9 +194,17 @@ func (s *Server) userspaceConn(c net.Conn, br *bufio.Reader) {
 }
 
 // splice reads the whole first request, has the agent join the client and
-// upstream sockets, then writes the first request upstream (the kernel's
-// sk_msg program counts it) and lets the kernel do the rest.
+// upstream sockets in the kernel, writes the first request upstream (the
+// kernel's sk_msg program counts it like every later one) and from then on
+// only watches for the end of the connection. The order of the steps is
+// what keeps bytes in order (see package bpf, "Bytes queued before the
+// splice").
 func (s *Server) splice(client *net.TCPConn, br *bufio.Reader, hdrLen int, req *http.Request) error {
+	first := make([]byte, hdrLen+int(req.ContentLength))
+	if _, err := io.ReadFull(br, first); err != nil {
+		client.Close()
+		return fmt.Errorf("read first request: %w", err)
+	}
 	up, err := net.DialTimeout("tcp", s.UserAddr, 5*time.Second)
 	if err != nil {
 		io.WriteString(client, "HTTP/1.1 502 Bad Gateway\r\nConnection: close\r\nContent-Type: text/plain\r\n\r\nuser container unreachable\n")
@@ -175,66 +212,133 @@ func (s *Server) splice(client *net.TCPConn, br *bufio.Reader, hdrLen int, req *
 		return fmt.Errorf("dial user container %s: %w", s.UserAddr, err)
 	}
 	upstream := up.(*net.TCPConn)
-	first := make([]byte, hdrLen+int(req.ContentLength))
-	if _, err := io.ReadFull(br, first); err != nil {
-		client.Close()
-		upstream.Close()
-		return fmt.Errorf("read first request: %w", err)
-	}
-	// Pipelined bytes already read past the first request go up too.
-	if n := br.Buffered(); n > 0 {
-		extra, _ := br.Peek(n)
-		first = append(first, extra...)
+	// Bytes past the first request (pipelining, or a body still arriving)
+	// would race with our own write of the first request: relay instead.
+	if n := br.Buffered(); n > 0 || queued(client) > 0 {
+		extra, _ := br.Peek(br.Buffered())
+		s.relay(client, upstream, append(first, extra...))
+		return nil
 	}
 	if err := s.Splicer.Splice(client, upstream); err != nil {
-		// Degrade, do not fail: relay this connection in userspace.
 		s.relay(client, upstream, first)
 		return fmt.Errorf("agent: %w (relaying the connection in userspace)", err)
+	}
+	cfd, ufd := rawFD(client), rawFD(upstream)
+	up2down, err := bpf.NewForwarding(ufd, cfd)
+	if err == nil {
+		_, err = upstream.Write(first)
+	}
+	var down2up *bpf.Forwarding
+	if err == nil {
+		down2up, err = bpf.NewForwarding(cfd, ufd)
+	}
+	if err == nil {
+		err = bpf.KickSplice(cfd)
+	}
+	if err != nil {
+		s.Splicer.Unsplice(client, upstream)
+		client.Close()
+		upstream.Close()
+		return fmt.Errorf("start spliced connection: %w", err)
 	}
 	s.statMu.Lock()
 	s.spliced++
 	s.statMu.Unlock()
-	s.track(client, upstream)
-	if _, err := upstream.Write(first); err != nil {
-		client.Close()
-		upstream.Close()
-		return fmt.Errorf("write first request upstream: %w", err)
-	}
-	// From here the kernel forwards both ways. Each side is read only to
-	// learn when it closes: the spliced bytes never reach these reads.
-	go closeTogether(client, upstream, s.untrack)
-	go closeTogether(upstream, client, nil)
+	s.watch(client, upstream, down2up, up2down)
 	return nil
 }
 
-func (s *Server) track(a, b *net.TCPConn) {
-	s.mu.Lock()
-	s.active[a], s.active[b] = struct{}{}, struct{}{}
-	s.mu.Unlock()
+// splicedConn is a connection pair the kernel forwards between.
+type splicedConn struct {
+	client, upstream *os.File // dups, outside Go's netpoller
+	down2up, up2down *bpf.Forwarding
+	once             sync.Once
 }
 
-func (s *Server) untrack(a, b *net.TCPConn) {
+// watch hands the pair to the hangup watcher. The sockets leave Go's
+// netpoller (which the kernel would wake after every forwarded chunk), so
+// an EPROXY with spliced connections sleeps until one of them closes.
+func (s *Server) watch(client, upstream *net.TCPConn, down2up, up2down *bpf.Forwarding) {
+	cf, err1 := client.File()
+	uf, err2 := upstream.File()
+	if err1 != nil || err2 != nil {
+		// Cannot leave the netpoller: fall back to parked reads.
+		go closeTogether(client, upstream)
+		go closeTogether(upstream, client)
+		return
+	}
+	client.Close()
+	upstream.Close()
+	sc := &splicedConn{client: cf, upstream: uf, down2up: down2up, up2down: up2down}
 	s.mu.Lock()
-	delete(s.active, a)
-	delete(s.active, b)
+	s.active[sc] = struct{}{}
 	s.mu.Unlock()
+	// Client done sending: pass its FIN on once its bytes are through, and
+	// keep waiting for the response (clients may half-close).
+	s.hangups.Add(int(cf.Fd()), func() {
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), s.FlushTimeout)
+			defer cancel()
+			sc.down2up.Wait(ctx)
+			unix.Shutdown(int(sc.upstream.Fd()), unix.SHUT_WR)
+		}()
+	})
+	// Upstream done: deliver what it sent, then end the connection.
+	s.hangups.Add(int(uf.Fd()), func() { go s.finish(sc, true) })
 }
 
-// closeTogether waits for a to end and closes both.
-func closeTogether(a, b *net.TCPConn, done func(a, b *net.TCPConn)) {
+// finish ends a spliced connection: optionally waits (bounded) until the
+// kernel has delivered what the upstream sent, removes the splice and
+// closes both sockets.
+func (s *Server) finish(sc *splicedConn, flush bool) {
+	sc.once.Do(func() {
+		if flush {
+			ctx, cancel := context.WithTimeout(context.Background(), s.FlushTimeout)
+			sc.up2down.Wait(ctx)
+			cancel()
+		}
+		s.hangups.Remove(int(sc.client.Fd()))
+		s.hangups.Remove(int(sc.upstream.Fd()))
+		s.Splicer.UnspliceFDs(int(sc.client.Fd()), int(sc.upstream.Fd()))
+		sc.client.Close()
+		sc.upstream.Close()
+		s.mu.Lock()
+		delete(s.active, sc)
+		s.mu.Unlock()
+	})
+}
+
+// closeTogether waits for a to end and closes both (fallback watcher).
+func closeTogether(a, b *net.TCPConn) {
 	var buf [512]byte
 	for {
 		if _, err := a.Read(buf[:]); err != nil {
 			break
 		}
-		// Bytes here mean the kernel passed data to userspace instead of
-		// redirecting it: only possible if the splice was removed. Drop.
 	}
 	a.Close()
 	b.Close()
-	if done != nil {
-		done(a, b)
-	}
+}
+
+// queued is how many bytes wait unread in c's receive queue (SIOCINQ).
+func queued(c *net.TCPConn) int {
+	n := -1
+	withFD(c, func(fd int) error {
+		v, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
+		if err == nil {
+			n = v
+		}
+		return err
+	})
+	return n
+}
+
+// rawFD is c's fd; valid while c is open and used only for the syscalls
+// above (no dup needed).
+func rawFD(c *net.TCPConn) int {
+	fd := -1
+	withFD(c, func(f int) error { fd = f; return nil })
+	return fd
 }
 
 // relay is the userspace fallback when the agent cannot splice.
@@ -295,8 +399,9 @@ func spliceable(r *http.Request) bool {
 	if len(r.TransferEncoding) > 0 || r.ContentLength < 0 || r.ContentLength > maxSplicedFirstBody {
 		return false
 	}
-	// Upgrades (websocket, h2c) and HTTP/1.0 keep-alive quirks: userspace.
-	if r.Header.Get("Upgrade") != "" || r.ProtoMajor != 1 || r.ProtoMinor != 1 {
+	// Upgrades (websocket, h2c), HTTP/1.0 keep-alive quirks, and clients
+	// waiting for 100 Continue before they send the body: userspace.
+	if r.Header.Get("Upgrade") != "" || r.Header.Get("Expect") != "" || r.ProtoMajor != 1 || r.ProtoMinor != 1 {
 		return false
 	}
 	return true

@@ -17,8 +17,13 @@ type Counters func() (bpf.InstanceMetrics, error)
 type Clock func() (uint64, error)
 
 // Period is the autoscaler's reporting period: Stats are averages over
-// windows of (at least) this length.
+// windows of about this length.
 const Period = time.Second
+
+// refreshSlack lets a scraper that reads every Period (the autoscaler does)
+// get a fresh window each time despite jitter: without it about a third of
+// 1 Hz reads would see the previous window again.
+const refreshSlack = 100 * time.Millisecond
 
 type snapshot struct {
 	at       uint64 // monotonic ns
@@ -52,22 +57,25 @@ func NewWindow(pod string, started time.Time, read Counters, clock Clock) *Windo
 
 // Stat returns the pod's Stat over the last complete window.
 func (w *Window) Stat() (metrics.Stat, error) {
+	// Clock and counters are read under the lock: a caller that lost the
+	// race must not build a window dated before the newest snapshot.
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	now, err := w.clock()
 	if err != nil {
 		return metrics.Stat{}, err
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.last.at == 0 || now-w.last.at >= uint64(Period) {
+	if w.last.at == 0 || now-w.last.at >= uint64(Period-refreshSlack) {
 		m, err := w.read()
 		if err != nil {
 			return metrics.Stat{}, fmt.Errorf("eproxy: read counters: %w", err)
 		}
 		s := snapshot{at: now, requests: m.RequestsIn, busy: m.BusyNsAt(now)}
-		if w.last.at == 0 {
-			// First look: a zero-length window starting now. The
-			// counters may hold history from before this pod's EPROXY
-			// (a restart), which is not this window's business.
+		if w.last.at == 0 || s.requests < w.last.requests || s.busy < w.last.busy {
+			// First look, or counters that went backwards (the agent
+			// restarted and the entry was recreated): a zero-length
+			// window starting now. History from before is not this
+			// window's business.
 			w.prev = s
 		} else {
 			w.prev = w.last

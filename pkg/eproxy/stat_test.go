@@ -3,7 +3,6 @@ package eproxy
 import (
 	"errors"
 	"math"
-	"os"
 	"sync"
 	"testing"
 	"time"
@@ -236,14 +235,7 @@ func TestWindowErrorsPropagate(t *testing.T) {
 	}
 }
 
-func knownBug(t *testing.T) {
-	t.Helper()
-	if os.Getenv("SPRIGHT_KNOWN_BUGS") == "" {
-		t.Skip("known EPROXY bug (see the test's comment); SPRIGHT_KNOWN_BUGS=1 runs it")
-	}
-}
-
-// KNOWN BUG (stat.go:55-61): Stat reads the clock before taking w.mu. A
+// Formerly a bug (stat.go:55-61): Stat reads the clock before taking w.mu. A
 // caller that read the clock, then lost the race for the lock to a caller
 // that snapshotted at a later time, computes now-w.last.at with now <
 // last.at: the uint64 difference wraps, so it takes a snapshot dated before
@@ -251,7 +243,6 @@ func knownBug(t *testing.T) {
 // scrapers in the same second must see the same Stat. Fix: take w.mu first,
 // then read the clock (and the counters) under it.
 func TestWindowConcurrentCallersSameSecond(t *testing.T) {
-	knownBug(t)
 	t0 := 100 * sec
 	fc := &fakeCounters{m: bpf.InstanceMetrics{}}
 	var (
@@ -306,7 +297,7 @@ func TestWindowConcurrentCallersSameSecond(t *testing.T) {
 	}
 }
 
-// KNOWN BUG (stat.go:82-83): counters that go backwards (the instance's
+// Formerly a bug (stat.go:82-83): counters that go backwards (the instance's
 // map entry was removed and re-created: a gateway restart gives instance
 // IDs out from 1 again, and EPROXY keeps reading its old ID) make
 // w.last-w.prev wrap around uint64: RequestCount ≈ 1.8e19/s, which the
@@ -314,7 +305,6 @@ func TestWindowConcurrentCallersSameSecond(t *testing.T) {
 // m.RequestsIn < w.last.requests or busy < w.last.busy, treat it as a
 // counter reset (w.prev = s, a zero window), as on the first look.
 func TestWindowCounterReset(t *testing.T) {
-	knownBug(t)
 	t0 := 100 * sec
 	w, fc, clk := newTestWindow(t, "pod-a", t0, bpf.InstanceMetrics{RequestsIn: 5000, BusyNs: 900 * sec, LastNs: t0})
 	mustStat(t, w)
@@ -336,7 +326,6 @@ func TestWindowCounterReset(t *testing.T) {
 // tolerance (e.g. 100 ms), which keeps "two readers in the same second see
 // the same Stat" for readers more than the tolerance apart.
 func TestWindowOneHertzReaderGetsFreshWindows(t *testing.T) {
-	knownBug(t)
 	t0 := 100 * sec
 	w, fc, clk := newTestWindow(t, "pod-a", t0, bpf.InstanceMetrics{})
 	mustStat(t, w)

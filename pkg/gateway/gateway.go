@@ -67,6 +67,7 @@ type Gateway struct {
 
 	revChains map[types.NamespacedName]ChainMember
 	reporter  *eproxy.Reporter
+	pushRevs  map[types.NamespacedName]bool
 
 	verifyRefused atomic.Uint64
 

@@ -71,7 +71,11 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
 		return
 	}
-	defer g.dp.RemoveInstance(p.id)
+	defer func() {
+		g.dp.RemoveInstance(p.id)
+		// Splices of a sidecar that died without unsplicing.
+		g.dp.PruneSplices()
+	}()
 	welcome := control.Message{Type: control.TypeWelcome, Instance: p.id}
 	if cm, ok := g.revisionChain(p.key); ok {
 		welcome.Chain, welcome.Function = cm.Chain, cm.Function
@@ -81,7 +85,7 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 	}
 	log := g.log.With(zap.String("namespace", m.Namespace), zap.String("revision", m.Revision), zap.String("pod", m.PodName), zap.Uint32("instance", p.id))
 	log.Info("pod registered")
-	if g.reporter != nil {
+	if g.reporter != nil && g.pushes(p.key) {
 		g.reporter.Track(p.id, p.key, eproxy.NewWindow(p.pod, time.Now(), func() (bpf.InstanceMetrics, error) { return g.dp.Metrics(p.id) }, nil))
 		defer g.reporter.Untrack(p.id)
 	}
@@ -91,12 +95,17 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 			closeFDs(fds)
 			break
 		}
-		if req.Type != control.TypeSplice || len(fds) != 2 {
+		if (req.Type != control.TypeSplice && req.Type != control.TypeUnsplice) || len(fds) != 2 {
 			closeFDs(fds)
-			conn.Send(control.Message{Type: control.TypeError, Error: fmt.Sprintf("want %q with 2 sockets, got %q with %d fds", control.TypeSplice, req.Type, len(fds))})
+			conn.Send(control.Message{Type: control.TypeError, Error: fmt.Sprintf("want %q or %q with 2 sockets, got %q with %d fds",
+				control.TypeSplice, control.TypeUnsplice, req.Type, len(fds))})
 			continue
 		}
-		err = g.dp.AddSplice(p.id, fds[0], fds[1])
+		if req.Type == control.TypeSplice {
+			err = g.dp.AddSplice(p.id, fds[0], fds[1])
+		} else {
+			err = g.dp.RemoveSplice(fds[0], fds[1])
+		}
 		closeFDs(fds)
 		if err != nil {
 			conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
@@ -107,10 +116,28 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 	log.Info("pod left")
 }
 
-// EnableStatPush makes the gateway push the Stats of registered pods to the
-// autoscaler's stat server (ws://autoscaler.knative-serving:8080), as the
-// activator does. Use it only for revisions the autoscaler does not scrape.
+// EnableStatPush makes the gateway push the Stats of the pods of the
+// revisions given to PushStats to the autoscaler's stat server
+// (ws://autoscaler.knative-serving:8080), as the activator does.
 func (g *Gateway) EnableStatPush(r *eproxy.Reporter) { g.reporter = r }
+
+// PushStats marks revision rev's pods for pushing. Only mark revisions the
+// autoscaler does not scrape (target-burst-capacity "-1"): it adds pushed
+// and scraped Stats of a pod.
+func (g *Gateway) PushStats(rev types.NamespacedName) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.pushRevs == nil {
+		g.pushRevs = map[types.NamespacedName]bool{}
+	}
+	g.pushRevs[rev] = true
+}
+
+func (g *Gateway) pushes(rev types.NamespacedName) bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.pushRevs[rev]
+}
 
 // ValidStatURL checks an autoscaler stat server URL.
 func ValidStatURL(s string) error {

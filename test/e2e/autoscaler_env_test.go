@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"k8s.io/apimachinery/pkg/types"
 	"net"
 	"net/http"
 	"os"
@@ -74,6 +75,8 @@ func startPodAgent(t *testing.T, name string, reporter *eproxy.Reporter) *gatewa
 	}
 	if reporter != nil {
 		g.EnableStatPush(reporter)
+		// The test revision is not scraped in push mode (TBC -1).
+		g.PushStats(types.NamespacedName{Namespace: "default", Name: "hello-00001"})
 	}
 	if err := g.Start(); err != nil {
 		t.Fatal(err)

@@ -314,7 +314,7 @@ func TestEproxyHonoursContainerConcurrency(t *testing.T) {
 	}
 }
 
-// KNOWN BUG (cmd/eproxy/main.go:100-103): /wait-for-drain on the admin
+// Was a bug, fixed: /wait-for-drain on the admin
 // port is what the user container's preStop hook calls. queue-proxy
 // (serving pkg/queue/sharedmain/handlers.go adminHandler) resets the
 // drainer a second later if no SIGTERM came: then the user container is
@@ -327,7 +327,6 @@ func TestEproxyHonoursContainerConcurrency(t *testing.T) {
 //
 // before srv.Drainer().Drain() (ctx = the SIGTERM context).
 func TestEproxyWaitForDrainWithoutSIGTERMRecovers(t *testing.T) {
-	knownEproxyBug(t)
 	ep, user := probePod(t, "bug-drain", nil)
 	user.start(t)
 	eventually(t, 5*time.Second, "ready", func() (bool, error) { return activatorProbe(ep) })
