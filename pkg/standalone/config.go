@@ -223,7 +223,7 @@ func (cf *ChainFile) defaults() error {
 	if err := cf.checkProtocols(); err != nil {
 		return err
 	}
-	_, err := cf.gatewayConfig()
+	_, err := cf.GatewayConfig()
 	return err
 }
 
@@ -235,8 +235,8 @@ func routesOf(from string, m map[string][]string) []routing.Route {
 	return out
 }
 
-// gatewayConfig turns the file into the gateway's chain config.
-func (cf *ChainFile) gatewayConfig() (gateway.ChainConfig, error) {
+// GatewayConfig turns the file into the gateway's chain config.
+func (cf *ChainFile) GatewayConfig() (gateway.ChainConfig, error) {
 	cc := gateway.ChainConfig{
 		Name: cf.Name, ID: cf.ID, Mode: cf.Mode, Timeout: time.Duration(cf.Timeout),
 		Pool: shm.Config{Slots: cf.Pool.Slots, SlotSize: cf.Pool.SlotSize},

@@ -18,7 +18,7 @@ func TestSamplesLoad(t *testing.T) {
 			t.Errorf("%s: %v", f, err)
 			continue
 		}
-		if _, err := cf.gatewayConfig(); err != nil {
+		if _, err := cf.GatewayConfig(); err != nil {
 			t.Errorf("%s: %v", f, err)
 		}
 	}

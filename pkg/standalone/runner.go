@@ -145,7 +145,7 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = 20 * time.Second
 	}
-	cc, err := cf.gatewayConfig()
+	cc, err := cf.GatewayConfig()
 	if err != nil {
 		return nil, err
 	}
