@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -27,7 +26,6 @@ import (
 	"knative.dev/serving/pkg/queue/readiness"
 
 	"github.com/spright-dev/spright/pkg/eproxy"
-	"github.com/spright-dev/spright/pkg/function"
 )
 
 func main() {
@@ -58,24 +56,14 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	agent, err := eproxy.RegisterPod(cfg.ControlSocket, eproxy.PodIdentity{Namespace: cfg.ServingNamespace, Revision: cfg.ServingRevision, Pod: cfg.ServingPod})
-	if err != nil {
-		// Traffic still flows (userspace), but there are no eBPF stats:
-		// the stat endpoint says so with 503 rather than report zeros.
-		log.Error("node agent unreachable: serving in userspace without eBPF stats", zap.String("socket", cfg.ControlSocket), zap.Error(err))
-	}
-	var splicer eproxy.Splicer
-	var window *eproxy.Window
-	if agent != nil {
-		defer agent.Close()
-		splicer = agent
-		window = eproxy.NewWindow(cfg.ServingPod, start, agent.Counters, nil)
-		log = log.With(zap.Uint32("instance", agent.Instance))
-	}
-	srv := eproxy.NewServer(userAddr, splicer, probe.ProbeContainer, time.Duration(cfg.DrainQuietSeconds)*time.Second, log)
+	srv := eproxy.NewServer(userAddr, nil, probe.ProbeContainer, time.Duration(cfg.DrainQuietSeconds)*time.Second, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	agent := &agentState{cfg: cfg, start: start, srv: srv, log: log, userAddr: userAddr, ctx: ctx}
+	agent.register() // first try now: most pods find their agent at once
+	go agent.maintain(ctx)
+	defer agent.close()
 
 	bind := func(port string) string { return net.JoinHostPort(cfg.BindAddress, port) }
 	traffic, err := net.Listen("tcp", bind(cfg.QueueServingPort))
@@ -85,18 +73,9 @@ func run() error {
 	go srv.Serve(traffic)
 
 	statMux := http.NewServeMux()
-	if window != nil {
-		statMux.Handle("/", eproxy.StatHandler(window))
-	} else {
-		statMux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
-			// 500, not 503: see eproxy.StatHandler.
-			http.Error(w, "no eBPF stats: the node agent is unreachable", http.StatusInternalServerError)
-		})
-	}
+	statMux.Handle("/", eproxy.StatHandler(agent))
 	promMux := http.NewServeMux()
-	if agent != nil {
-		promMux.Handle("/metrics", eproxy.PrometheusHandler(cfg.ServingNamespace, cfg.ServingRevision, cfg.ServingPod, agent.Counters))
-	}
+	promMux.Handle("/metrics", eproxy.PrometheusHandler(cfg.ServingNamespace, cfg.ServingRevision, cfg.ServingPod, agent.Counters))
 	adminMux := http.NewServeMux()
 	adminMux.HandleFunc("/wait-for-drain", func(w http.ResponseWriter, _ *http.Request) {
 		// As queue-proxy: the user container's preStop drains, and if no
@@ -122,16 +101,7 @@ func run() error {
 		go s.Serve(l)
 	}
 
-	if agent != nil && agent.Chain != "" {
-		go func() {
-			err := function.Run(ctx, function.Options{ControlSocket: cfg.ControlSocket, Chain: agent.Chain, Function: agent.Function, Logger: log},
-				eproxy.Shim(userAddr, time.Duration(cfg.RevisionTimeoutSeconds)*time.Second))
-			if err != nil && !errors.Is(err, context.Canceled) {
-				log.Error("chain shim stopped", zap.Error(err))
-			}
-		}()
-	}
-	log.Info("eproxy ready", zap.String("traffic", traffic.Addr().String()), zap.Bool("spliced", splicer != nil), zap.String("chain", chainOf(agent)))
+	log.Info("eproxy ready", zap.String("traffic", traffic.Addr().String()))
 
 	<-ctx.Done()
 	log.Info("SIGTERM: failing probes and draining")
@@ -139,9 +109,7 @@ func run() error {
 	defer cancel()
 	drained := make(chan struct{})
 	go func() { srv.Drainer().Drain(); close(drained) }()
-	if agent != nil {
-		waitIdle(dctx, agent, log)
-	}
+	waitIdle(dctx, agent, log)
 	select {
 	case <-drained:
 	case <-dctx.Done():
@@ -156,7 +124,7 @@ func run() error {
 
 // waitIdle returns when the kernel counts no request in flight for this
 // pod, or when ctx ends. It polls only while draining.
-func waitIdle(ctx context.Context, agent *eproxy.AgentClient, log *zap.Logger) {
+func waitIdle(ctx context.Context, agent *agentState, log *zap.Logger) {
 	for {
 		m, err := agent.Counters()
 		if err != nil || m.Inflight <= 0 {
@@ -169,13 +137,6 @@ func waitIdle(ctx context.Context, agent *eproxy.AgentClient, log *zap.Logger) {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-}
-
-func chainOf(a *eproxy.AgentClient) string {
-	if a == nil || a.Chain == "" {
-		return ""
-	}
-	return a.Chain + "/" + a.Function
 }
 
 // readinessProbe is the user container's readiness probe from

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -208,6 +209,9 @@ func (c *Conn) PeerCred() (*unix.Ucred, error) {
 	}
 	return cred, serr
 }
+
+// SyscallConn gives access to the raw socket (e.g. to poll it for hang-up).
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.c.SyscallConn() }
 
 // Close closes the connection.
 func (c *Conn) Close() error { return c.c.Close() }

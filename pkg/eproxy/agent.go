@@ -124,8 +124,39 @@ func withFD(c *net.TCPConn, fn func(fd int) error) error {
 	return ferr
 }
 
+// WaitClosed blocks until the agent ends the control connection (it
+// stopped or restarted). It polls the socket for hang-up only, so it
+// neither consumes the agent's answers nor wakes for them.
+func (a *AgentClient) WaitClosed() {
+	raw, err := a.conn.SyscallConn()
+	if err != nil {
+		return
+	}
+	// Poll a dup: holding the original inside Control would block Close.
+	dup := -1
+	raw.Control(func(fd uintptr) { dup, _ = unix.Dup(int(fd)) })
+	if dup < 0 {
+		return
+	}
+	defer unix.Close(dup)
+	for {
+		fds := []unix.PollFd{{Fd: int32(dup), Events: unix.POLLRDHUP}}
+		n, err := unix.Poll(fds, -1)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil || (n > 0 && fds[0].Revents&(unix.POLLRDHUP|unix.POLLHUP|unix.POLLERR|unix.POLLNVAL) != 0) {
+			return
+		}
+	}
+}
+
 // Close ends the registration.
 func (a *AgentClient) Close() error {
+	// Shut the socket down first: that also ends WaitClosed's poll on its dup.
+	if raw, err := a.conn.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
+	}
 	a.metrics.Close()
 	return a.conn.Close()
 }

@@ -45,10 +45,11 @@ const maxHeader = 64 << 10
 
 // Server is EPROXY's traffic port (QUEUE_SERVING_PORT).
 type Server struct {
-	UserAddr string
-	Splicer  Splicer // nil: every connection uses the userspace proxy
-	Prober   func() bool
-	Log      *zap.Logger
+	UserAddr  string
+	splicerMu sync.RWMutex
+	splicer   Splicer // nil: every connection uses the userspace proxy
+	Prober    func() bool
+	Log       *zap.Logger
 
 	drainer *pkghandler.Drainer
 	http    *http.Server
@@ -76,16 +77,12 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 	if log == nil {
 		log = zap.NewNop()
 	}
-	s := &Server{UserAddr: userAddr, Splicer: splicer, Prober: prober, Log: log,
+	s := &Server{UserAddr: userAddr, splicer: splicer, Prober: prober, Log: log,
 		conns: make(chan net.Conn), closed: make(chan struct{}), active: map[*splicedConn]struct{}{}, FlushTimeout: 30 * time.Second}
-	if splicer != nil {
-		w, err := bpf.NewHangupWatcher()
-		if err != nil {
-			log.Warn("no hangup watcher: connections relayed in userspace", zap.Error(err))
-			s.Splicer = nil
-		} else {
-			s.hangups = w
-		}
+	if w, err := bpf.NewHangupWatcher(); err != nil {
+		log.Warn("no hangup watcher: connections relayed in userspace", zap.Error(err))
+	} else {
+		s.hangups = w
 	}
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: userAddr})
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -107,6 +104,21 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 	}
 	s.http = &http.Server{Handler: s.drainer, ReadHeaderTimeout: 30 * time.Second}
 	return s
+}
+
+// Splicer is the agent connections are spliced with now (nil: none).
+func (s *Server) Splicer() Splicer {
+	s.splicerMu.RLock()
+	defer s.splicerMu.RUnlock()
+	return s.splicer
+}
+
+// SetSplicer switches to another agent (after the agent restarted);
+// connections spliced before keep the agent that spliced them.
+func (s *Server) SetSplicer(sp Splicer) {
+	s.splicerMu.Lock()
+	s.splicer = sp
+	s.splicerMu.Unlock()
 }
 
 // Drainer is the probe/drain state shared with the admin port.
@@ -173,11 +185,12 @@ func (s *Server) handle(c net.Conn) {
 	}
 	c.SetReadDeadline(time.Time{})
 	tc, isTCP := c.(*net.TCPConn)
-	if s.Splicer == nil || !isTCP || isProbe(req) || !spliceable(req) {
+	sp := s.Splicer()
+	if sp == nil || s.hangups == nil || !isTCP || isProbe(req) || !spliceable(req) {
 		s.userspaceConn(c, br)
 		return
 	}
-	if err := s.splice(tc, br, hdrLen, req); err != nil {
+	if err := s.splice(sp, tc, br, hdrLen, req); err != nil {
 		s.Log.Warn("cannot splice connection", zap.Error(err))
 	}
 }
@@ -199,7 +212,7 @@ func (s *Server) userspaceConn(c net.Conn, br *bufio.Reader) {
 // only watches for the end of the connection. The order of the steps is
 // what keeps bytes in order (see package bpf, "Bytes queued before the
 // splice").
-func (s *Server) splice(client *net.TCPConn, br *bufio.Reader, hdrLen int, req *http.Request) error {
+func (s *Server) splice(sp Splicer, client *net.TCPConn, br *bufio.Reader, hdrLen int, req *http.Request) error {
 	first := make([]byte, hdrLen+int(req.ContentLength))
 	if _, err := io.ReadFull(br, first); err != nil {
 		client.Close()
@@ -219,7 +232,7 @@ func (s *Server) splice(client *net.TCPConn, br *bufio.Reader, hdrLen int, req *
 		s.relay(client, upstream, append(first, extra...))
 		return nil
 	}
-	if err := s.Splicer.Splice(client, upstream); err != nil {
+	if err := sp.Splice(client, upstream); err != nil {
 		s.relay(client, upstream, first)
 		return fmt.Errorf("agent: %w (relaying the connection in userspace)", err)
 	}
@@ -236,7 +249,7 @@ func (s *Server) splice(client *net.TCPConn, br *bufio.Reader, hdrLen int, req *
 		err = bpf.KickSplice(cfd)
 	}
 	if err != nil {
-		s.Splicer.Unsplice(client, upstream)
+		sp.Unsplice(client, upstream)
 		client.Close()
 		upstream.Close()
 		return fmt.Errorf("start spliced connection: %w", err)
@@ -244,7 +257,7 @@ func (s *Server) splice(client *net.TCPConn, br *bufio.Reader, hdrLen int, req *
 	s.statMu.Lock()
 	s.spliced++
 	s.statMu.Unlock()
-	s.watch(client, upstream, down2up, up2down)
+	s.watch(sp, client, upstream, down2up, up2down)
 	return nil
 }
 
@@ -252,13 +265,14 @@ func (s *Server) splice(client *net.TCPConn, br *bufio.Reader, hdrLen int, req *
 type splicedConn struct {
 	client, upstream *os.File // dups, outside Go's netpoller
 	down2up, up2down *bpf.Forwarding
+	splicer          Splicer // the agent that spliced it
 	once             sync.Once
 }
 
 // watch hands the pair to the hangup watcher. The sockets leave Go's
 // netpoller (which the kernel would wake after every forwarded chunk), so
 // an EPROXY with spliced connections sleeps until one of them closes.
-func (s *Server) watch(client, upstream *net.TCPConn, down2up, up2down *bpf.Forwarding) {
+func (s *Server) watch(sp Splicer, client, upstream *net.TCPConn, down2up, up2down *bpf.Forwarding) {
 	cf, err1 := client.File()
 	uf, err2 := upstream.File()
 	if err1 != nil || err2 != nil {
@@ -269,7 +283,7 @@ func (s *Server) watch(client, upstream *net.TCPConn, down2up, up2down *bpf.Forw
 	}
 	client.Close()
 	upstream.Close()
-	sc := &splicedConn{client: cf, upstream: uf, down2up: down2up, up2down: up2down}
+	sc := &splicedConn{client: cf, upstream: uf, down2up: down2up, up2down: up2down, splicer: sp}
 	s.mu.Lock()
 	s.active[sc] = struct{}{}
 	s.mu.Unlock()
@@ -299,7 +313,7 @@ func (s *Server) finish(sc *splicedConn, flush bool) {
 		}
 		s.hangups.Remove(int(sc.client.Fd()))
 		s.hangups.Remove(int(sc.upstream.Fd()))
-		s.Splicer.UnspliceFDs(int(sc.client.Fd()), int(sc.upstream.Fd()))
+		sc.splicer.UnspliceFDs(int(sc.client.Fd()), int(sc.upstream.Fd()))
 		sc.client.Close()
 		sc.upstream.Close()
 		s.mu.Lock()

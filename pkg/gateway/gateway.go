@@ -151,6 +151,16 @@ func (g *Gateway) ensureDatapath() error {
 		return fmt.Errorf("gateway: read-only metrics map: %w", err)
 	}
 	g.dp, g.gwSock, g.pinLock, g.roMetrics = dp, sock, lock, ro
+	// After a restart on kept pins, hand out instance IDs above every one
+	// still in the maps: a surviving member or sidecar must never share
+	// its ID (and counters) with a newcomer.
+	if all, err := dp.AllMetrics(); err == nil {
+		for id := range all {
+			if id > g.nextInst.Load() {
+				g.nextInst.Store(id)
+			}
+		}
+	}
 	g.wg.Add(1)
 	go g.recvLoop(sock)
 	return nil
