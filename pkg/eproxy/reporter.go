@@ -40,7 +40,7 @@ type Reporter struct {
 	pods map[uint32]tracked
 
 	// Sent and Failed count frames (for tests and metrics).
-	mu2          sync.Mutex
+	countMu      sync.Mutex
 	sent, failed int
 }
 
@@ -100,20 +100,20 @@ func (r *Reporter) Send(sms []metrics.StatMessage) error {
 		return err
 	}
 	err = r.sink.SendRaw(websocket.BinaryMessage, b)
-	r.mu2.Lock()
+	r.countMu.Lock()
 	if err != nil {
 		r.failed++
 	} else {
 		r.sent++
 	}
-	r.mu2.Unlock()
+	r.countMu.Unlock()
 	return err
 }
 
 // Counts returns how many frames were sent and how many failed.
 func (r *Reporter) Counts() (sent, failed int) {
-	r.mu2.Lock()
-	defer r.mu2.Unlock()
+	r.countMu.Lock()
+	defer r.countMu.Unlock()
 	return r.sent, r.failed
 }
 
