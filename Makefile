@@ -12,6 +12,8 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/spright ./cmd/spright
+	$(GO) build -o $(BIN)/gateway ./cmd/gateway
+	$(GO) build -o $(BIN)/eproxy ./cmd/eproxy
 
 # Rebuild the eBPF object and its Go bindings (clang, llvm-strip).
 generate:
@@ -44,8 +46,7 @@ run: build hugepages
 # then one HTTP function behind the real queue-proxy and behind EPROXY.
 bench: hugepages
 	$(GO) run ./test/bench/hello $(BENCHFLAGS)
-	$(GO) build -o $(BIN)/eproxy ./cmd/eproxy
-	$(GO) run ./test/bench/sidecar --eproxy $(BIN)/eproxy $(BENCHFLAGS)
+	BIN=$(BIN) hack/bench-sidecar.sh $(BENCHFLAGS)
 
 # Fixed-time fuzzing campaigns on the parsers (seeds in testdata/).
 fuzz:
