@@ -605,3 +605,41 @@ func (w *HangupWatcher) run() {
 		}
 	}
 }
+
+// AddCounted puts one socket of pod instance `instance` under the splice
+// programs for counting only: no peer record, so the verdict leaves every
+// byte to userspace (SK_PASS), while the sk_msg program counts what is sent
+// on it — requests written on an upstream socket, final responses written
+// on a client socket — exactly as on a spliced connection. EPROXY uses it
+// for the connections it must proxy in userspace (probes followed by
+// traffic on one keep-alive connection, chunked first requests, HTTP/1.0,
+// revisions with a containerConcurrency breaker), so those requests are
+// counted by eBPF too. Register a socket before any byte moves on it.
+// Unanswered requests of a counted connection are not taken back out of
+// Inflight when it ends (there is no connection record).
+func (d *Datapath) AddCounted(instance uint32, fd int, upstream bool) error {
+	cookie, err := socketCookie(fd)
+	if err != nil {
+		return fmt.Errorf("bpf: add counted socket of instance %d: %w", instance, err)
+	}
+	side := spliceSideClient
+	if upstream {
+		side = spliceSideUpstream
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.closed {
+		return ErrClosed
+	}
+	if err := d.addInstanceMetrics(instance); err != nil {
+		return err
+	}
+	info := sprightSpliceInfo{Instance: instance, Side: side}
+	if err := d.objs.SpliceSock.Update(int32(fd), &info, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("bpf: add counted socket of instance %d: storage (fd %d): %w", instance, fd, err)
+	}
+	if err := d.objs.SpliceMap.Update(cookie, uint64(fd), ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("bpf: add counted socket of instance %d: put fd %d into splice_map (must be an established TCP socket in no other sockmap): %w", instance, fd, err)
+	}
+	return nil
+}

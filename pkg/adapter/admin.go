@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -12,6 +13,8 @@ import (
 //
 //	GET    /adapters                   → {"http":"cloudevents","mqtt":"mqtt","coap":""}
 //	PUT    /adapters/{transport}?name=N → attach adapter N (e.g. "cloudevents")
+//	PUT    /adapters/http?name=wasm&module=/path/a.wasm → attach a custom
+//	                                       WebAssembly adapter (package adapter/wasm)
 //	DELETE /adapters/{transport}        → detach
 //
 // Attach and detach return once the adapter they replace has finished the
@@ -32,6 +35,9 @@ func AdminHandler(c *Chain) http.Handler {
 		if name == "" {
 			http.Error(w, "name= is required (e.g. ?name=cloudevents)", http.StatusBadRequest)
 			return
+		}
+		if m := r.URL.Query().Get("module"); m != "" && !strings.Contains(name, ":") {
+			name += ":" + m // ?name=wasm&module=/path/a.wasm is name=wasm:/path/a.wasm
 		}
 		a, err := New(name, c.Options)
 		if err != nil {

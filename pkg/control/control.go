@@ -34,6 +34,7 @@ const (
 	TypeSplice   = "splice"   // + 2 fds: client side, upstream side
 	TypeSpliced  = "spliced"  // the agent's answer to splice and unsplice
 	TypeUnsplice = "unsplice" // + 2 fds: take a spliced pair apart
+	TypeCount    = "count"    // + 1 fd: count what is sent on it (Side says which side)
 )
 
 // Message is every control message; Type says which fields matter.
@@ -60,6 +61,8 @@ type Message struct {
 	Namespace string `json:"namespace,omitempty"`
 	Revision  string `json:"revision,omitempty"`
 	PodName   string `json:"podName,omitempty"`
+	// Count: "client" or "upstream".
+	Side string `json:"side,omitempty"`
 
 	// Error
 	Error string `json:"error,omitempty"`

@@ -19,6 +19,7 @@
 //	eproxy  → gateway  Splice{} + fds: client socket, upstream socket   (per connection)
 //	gateway → eproxy   Spliced{} or Error{}
 //	eproxy  → gateway  Unsplice{} + the same 2 fds                   (per connection end)
+//	eproxy  → gateway  Count{side} + 1 fd     (a userspace-proxied socket: eBPF counts it)
 //	gateway → eproxy   Spliced{} or Error{}
 //
 // The connection then stays open for the member's lifetime: its end-of-file is

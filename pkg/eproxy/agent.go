@@ -112,6 +112,27 @@ func (a *AgentClient) UnspliceFDs(client, upstream int) error {
 	return err
 }
 
+// Count asks the agent to count, in eBPF, the requests (upstream side) or
+// responses (client side) sent on a connection EPROXY proxies in userspace.
+func (a *AgentClient) Count(c *net.TCPConn, upstream bool) error {
+	side := "client"
+	if upstream {
+		side = "upstream"
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := withFD(c, func(fd int) error {
+		return a.conn.Send(control.Message{Type: control.TypeCount, Side: side}, fd)
+	}); err != nil {
+		return err
+	}
+	_, fds, err := a.conn.Expect(control.TypeSpliced)
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	return err
+}
+
 func withFD(c *net.TCPConn, fn func(fd int) error) error {
 	raw, err := c.SyscallConn()
 	if err != nil {

@@ -33,6 +33,8 @@ type Splicer interface {
 	Splice(client, upstream *net.TCPConn) error
 	Unsplice(client, upstream *net.TCPConn) error
 	UnspliceFDs(client, upstream int) error
+	// Count has eBPF count what is sent on a userspace-proxied socket.
+	Count(c *net.TCPConn, upstream bool) error
 }
 
 // maxSplicedFirstBody bounds the first request's body that EPROXY reads
@@ -85,7 +87,23 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 		s.hangups = w
 	}
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: userAddr})
+	// Upstream connections of the userspace proxy are counted by eBPF like
+	// spliced ones: requests as they are written to the user container.
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	proxy.Transport = &http.Transport{
+		MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: 90 * time.Second,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err == nil {
+				s.countConn(c, true)
+			}
+			return c, err
+		},
+	}
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c, ok := r.Context().Value(connKey{}).(*countedConn); ok {
+			c.once.Do(func() { s.countConn(c.Conn, false) })
+		}
 		// What queue-proxy does to every request on its way in.
 		// Full duplex: net/http would otherwise close the request body when
 		// the response starts, cutting off large uploads mid-copy
@@ -102,8 +120,40 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 		Inner:                 inner,
 		HealthCheck:           health.ProbeHandler(prober, false),
 	}
-	s.http = &http.Server{Handler: s.drainer, ReadHeaderTimeout: 30 * time.Second}
+	s.http = &http.Server{Handler: s.drainer, ReadHeaderTimeout: 30 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, &countedConn{Conn: c})
+		}}
 	return s
+}
+
+type connKey struct{}
+
+// countedConn registers a client connection for eBPF counting the first
+// time it carries a proxied request (not at accept: a connection that only
+// carries probes must not count their answers as responses).
+type countedConn struct {
+	net.Conn
+	once sync.Once
+}
+
+// countConn asks the agent to count what is sent on c (best effort: without
+// an agent there are no eBPF stats anyway).
+func (s *Server) countConn(c net.Conn, upstream bool) {
+	sp := s.Splicer()
+	if sp == nil {
+		return
+	}
+	if bc, ok := c.(*bufConn); ok {
+		c = bc.Conn
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if err := sp.Count(tc, upstream); err != nil {
+		s.Log.Debug("cannot count a userspace connection in eBPF", zap.Error(err))
+	}
 }
 
 // Splicer is the agent connections are spliced with now (nil: none).

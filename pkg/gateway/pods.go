@@ -95,6 +95,16 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 			closeFDs(fds)
 			break
 		}
+		if req.Type == control.TypeCount && len(fds) == 1 && (req.Side == "client" || req.Side == "upstream") {
+			err = g.dp.AddCounted(p.id, fds[0], req.Side == "upstream")
+			closeFDs(fds)
+			if err != nil {
+				conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+			} else {
+				conn.Send(control.Message{Type: control.TypeSpliced})
+			}
+			continue
+		}
 		if (req.Type != control.TypeSplice && req.Type != control.TypeUnsplice) || len(fds) != 2 {
 			closeFDs(fds)
 			conn.Send(control.Message{Type: control.TypeError, Error: fmt.Sprintf("want %q or %q with 2 sockets, got %q with %d fds",

@@ -55,7 +55,7 @@ func (p *eproxyProc) requestsTotal(t *testing.T) float64 {
 	return p.promCounters(t)["eproxy_requests_total"]
 }
 
-// KNOWN BUG (pkg/eproxy/server.go:143 with :152 and :237): a connection
+// Was a bug, fixed (bpf.AddCounted, eproxy countConn): a connection
 // whose first request EPROXY does not splice is proxied in userspace for
 // its whole life, and nothing counts its requests (eBPF counts only
 // spliced connections; "no userspace code counts requests"). The
@@ -74,7 +74,6 @@ func (p *eproxyProc) requestsTotal(t *testing.T) float64 {
 // probe on a keep-alive connection, re-classify the next request and
 // splice then.
 func TestEproxyCountsRequestsOnUserspaceConnections(t *testing.T) {
-	knownEproxyBug(t)
 	_, ep, user := bugPod(t, "bug-userspace", "127.0.0.46")
 	base := "http://" + ep.traffic
 
