@@ -27,7 +27,9 @@
 // sent; Attach/Detach switch new messages at once and wait for those in
 // flight before closing the old adapter, so none is lost. Where the paper
 // loads shared libraries, adapters here are Go values built by registered
-// factories (the built-ins: "http", "cloudevents", "mqtt", "coap").
+// factories (the built-ins: "http", "cloudevents", "mqtt", "coap"), and
+// custom adapters are WebAssembly modules run sandboxed by package
+// adapter/wasm ("wasm:/path/to/module.wasm").
 //
 // Errors are *Error values carrying an HTTP status; each front end turns
 // them into its protocol's own error (HTTP status, CoAP 4.xx/5.xx, MQTT 5

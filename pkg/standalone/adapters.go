@@ -12,6 +12,7 @@ import (
 	"github.com/spright-dev/spright/pkg/adapter/mqtt"
 
 	_ "github.com/spright-dev/spright/pkg/adapter/cloudevents" // registers "cloudevents"
+	_ "github.com/spright-dev/spright/pkg/adapter/wasm"        // registers "wasm" (custom adapters)
 )
 
 // adapterFronts are the chain's protocol adapters and their listeners.
