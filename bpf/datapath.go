@@ -193,6 +193,7 @@ var pinnedMaps = []string{
 	sprightMapSpliceMap,
 	sprightMapSplicePeer,
 	sprightMapSpliceSock,
+	sprightMapArrivalCounted,
 }
 
 // Load loads the sk_msg program, the splice programs and their maps,
@@ -327,7 +328,7 @@ func (d *Datapath) Unpin() error {
 func (d *Datapath) maps() []*ebpf.Map {
 	m := &d.objs.sprightMaps
 	return []*ebpf.Map{m.SockHash, m.SenderIdentity, m.InstanceChain, m.ChainPools, m.InstanceMetrics, m.Drops,
-		m.SpliceMap, m.SplicePeer, m.SpliceSock}
+		m.SpliceMap, m.SplicePeer, m.SpliceSock, m.ArrivalCounted}
 }
 
 // SetChain creates or updates the pool bounds of chain: descriptors of that

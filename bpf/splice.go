@@ -643,3 +643,26 @@ func (d *Datapath) AddCounted(instance uint32, fd int, upstream bool) error {
 	}
 	return nil
 }
+
+// AddArrivalCounted is AddCounted for a client socket whose requests must
+// be counted as they arrive rather than as they are written upstream:
+// EPROXY's containerConcurrency breaker queues requests in userspace, and
+// the autoscaler must see the queued ones (queue-proxy counts them on
+// arrival too). The verdict counts request starts coming in; the sk_msg
+// program counts the final responses going out. Register the socket before
+// its first byte arrives.
+func (d *Datapath) AddArrivalCounted(instance uint32, fd int) error {
+	cookie, err := socketCookie(fd)
+	if err != nil {
+		return fmt.Errorf("bpf: add arrival-counted socket of instance %d: %w", instance, err)
+	}
+	d.mu.RLock()
+	if !d.closed {
+		err = d.objs.ArrivalCounted.Update(cookie, instance, ebpf.UpdateAny)
+	}
+	d.mu.RUnlock()
+	if err != nil {
+		return fmt.Errorf("bpf: add arrival-counted socket of instance %d: %w", instance, err)
+	}
+	return d.AddCounted(instance, fd, false)
+}

@@ -460,6 +460,22 @@ static __always_inline void count_response(__u32 instance)
 	bpf_spin_unlock(&m->lock);
 }
 
+/*
+ * Client sockets EPROXY proxies in userspace behind a containerConcurrency
+ * breaker: requests are counted as they ARRIVE (here, in the verdict, before
+ * the breaker queues them), so the autoscaler sees the queued ones too, as
+ * queue-proxy counts them; responses are counted by the sk_msg program as
+ * they leave (splice_sock side client). Keyed by socket cookie; an LRU map,
+ * since sockets leave no trace here when closed (cookies are never reused).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u32); /* instance */
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} arrival_counted SEC(".maps");
+
 SEC("sk_skb/stream_verdict")
 int spright_splice_verdict(struct __sk_buff *skb)
 {
@@ -468,8 +484,14 @@ int spright_splice_verdict(struct __sk_buff *skb)
 	__u64 peer;
 
 	/* Not (or no longer) spliced: the bytes stay for userspace. */
-	if (!s)
+	if (!s) {
+		__u32 *inst = bpf_map_lookup_elem(&arrival_counted, &cookie);
+		__u64 w = 0;
+
+		if (inst && skb->len >= 8 && !bpf_skb_load_bytes(skb, 0, &w, 8) && is_request(w))
+			count_request(*inst);
 		return SK_PASS;
+	}
 	peer = s->peer_cookie;
 	if (bpf_sk_redirect_hash(skb, &splice_map, &peer, 0) != SK_PASS) {
 		/* The peer was closed: nobody can take these bytes. */

@@ -55,6 +55,7 @@ type sprightSpliceInfo struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	sprightMapArrivalCounted        = "arrival_counted"
 	sprightMapChainPools            = "chain_pools"
 	sprightMapDrops                 = "drops"
 	sprightMapInstanceChain         = "instance_chain"
@@ -122,6 +123,7 @@ type sprightProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sprightMapSpecs struct {
+	ArrivalCounted  *ebpf.MapSpec `ebpf:"arrival_counted"`
 	ChainPools      *ebpf.MapSpec `ebpf:"chain_pools"`
 	Drops           *ebpf.MapSpec `ebpf:"drops"`
 	InstanceChain   *ebpf.MapSpec `ebpf:"instance_chain"`
@@ -159,6 +161,7 @@ func (o *sprightObjects) Close() error {
 //
 // It can be passed to loadSprightObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sprightMaps struct {
+	ArrivalCounted  *ebpf.Map `ebpf:"arrival_counted"`
 	ChainPools      *ebpf.Map `ebpf:"chain_pools"`
 	Drops           *ebpf.Map `ebpf:"drops"`
 	InstanceChain   *ebpf.Map `ebpf:"instance_chain"`
@@ -172,6 +175,7 @@ type sprightMaps struct {
 
 func (m *sprightMaps) Close() error {
 	return _SprightClose(
+		m.ArrivalCounted,
 		m.ChainPools,
 		m.Drops,
 		m.InstanceChain,

@@ -56,7 +56,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	srv := eproxy.NewServer(userAddr, nil, probe.ProbeContainer, time.Duration(cfg.DrainQuietSeconds)*time.Second, log)
+	srv := eproxy.NewServer(userAddr, nil, probe.ProbeContainer, time.Duration(cfg.DrainQuietSeconds)*time.Second, cfg.ContainerConcurrency, log)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

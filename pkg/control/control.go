@@ -61,7 +61,8 @@ type Message struct {
 	Namespace string `json:"namespace,omitempty"`
 	Revision  string `json:"revision,omitempty"`
 	PodName   string `json:"podName,omitempty"`
-	// Count: "client" or "upstream".
+	// Count: "client" (responses sent), "upstream" (requests sent) or
+	// "arrival" (requests received, responses sent).
 	Side string `json:"side,omitempty"`
 
 	// Error

@@ -112,13 +112,11 @@ func (a *AgentClient) UnspliceFDs(client, upstream int) error {
 	return err
 }
 
-// Count asks the agent to count, in eBPF, the requests (upstream side) or
-// responses (client side) sent on a connection EPROXY proxies in userspace.
-func (a *AgentClient) Count(c *net.TCPConn, upstream bool) error {
-	side := "client"
-	if upstream {
-		side = "upstream"
-	}
+// Count asks the agent to count, in eBPF, what a connection EPROXY proxies
+// in userspace carries: side "upstream" counts requests written to the
+// user container, "client" responses written to the client, "arrival"
+// requests arriving from the client and responses written back.
+func (a *AgentClient) Count(c *net.TCPConn, side string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := withFD(c, func(fd int) error {

@@ -23,6 +23,7 @@ import (
 	"go.uber.org/zap"
 	netheader "knative.dev/networking/pkg/http/header"
 	pkghandler "knative.dev/pkg/network/handlers"
+	"knative.dev/serving/pkg/queue"
 	"knative.dev/serving/pkg/queue/health"
 )
 
@@ -33,8 +34,9 @@ type Splicer interface {
 	Splice(client, upstream *net.TCPConn) error
 	Unsplice(client, upstream *net.TCPConn) error
 	UnspliceFDs(client, upstream int) error
-	// Count has eBPF count what is sent on a userspace-proxied socket.
-	Count(c *net.TCPConn, upstream bool) error
+	// Count has eBPF count what a userspace-proxied socket carries
+	// ("upstream", "client" or "arrival": see AgentClient.Count).
+	Count(c *net.TCPConn, side string) error
 }
 
 // maxSplicedFirstBody bounds the first request's body that EPROXY reads
@@ -63,6 +65,7 @@ type Server struct {
 	// the kernel to deliver what is still in flight (default 30s).
 	FlushTimeout time.Duration
 
+	breaker *queue.Breaker // containerConcurrency > 0
 	hangups *bpf.HangupWatcher
 	mu      sync.Mutex
 	active  map[*splicedConn]struct{}
@@ -75,7 +78,13 @@ type Server struct {
 
 // NewServer builds the traffic server. prober answers Knative's readiness
 // probe by probing the user container (readiness.Probe.ProbeContainer).
-func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet time.Duration, log *zap.Logger) *Server {
+//
+// containerConcurrency > 0 puts Knative's breaker in front of the user
+// container (queue depth 10×CC, 503 when full, as queue-proxy). Spliced
+// connections cannot be gated per request, so such a revision is proxied
+// in userspace, and its requests are counted by eBPF as they arrive —
+// before the breaker, so the autoscaler sees the queued ones as well.
+func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet time.Duration, containerConcurrency int, log *zap.Logger) *Server {
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -86,6 +95,10 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 	} else {
 		s.hangups = w
 	}
+	if containerConcurrency > 0 {
+		s.breaker = queue.NewBreaker(queue.BreakerParams{QueueDepth: 10 * containerConcurrency,
+			MaxConcurrency: containerConcurrency, InitialCapacity: containerConcurrency})
+	}
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: userAddr})
 	// Upstream connections of the userspace proxy are counted by eBPF like
 	// spliced ones: requests as they are written to the user container.
@@ -94,15 +107,15 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 		MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: 90 * time.Second,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			c, err := dialer.DialContext(ctx, network, addr)
-			if err == nil {
-				s.countConn(c, true)
+			if err == nil && s.breaker == nil {
+				s.countConn(c, "upstream")
 			}
 			return c, err
 		},
 	}
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if c, ok := r.Context().Value(connKey{}).(*countedConn); ok {
-			c.once.Do(func() { s.countConn(c.Conn, false) })
+		if c, ok := r.Context().Value(connKey{}).(*countedConn); ok && s.breaker == nil {
+			c.once.Do(func() { s.countConn(c.Conn, "client") })
 		}
 		// What queue-proxy does to every request on its way in.
 		// Full duplex: net/http would otherwise close the request body when
@@ -112,7 +125,17 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 		netheader.RewriteHostOut(r)
 		r.Header.Del("Knative-Serving-Revision")
 		r.Header.Del("Knative-Serving-Namespace")
-		proxy.ServeHTTP(w, r)
+		if s.breaker == nil {
+			proxy.ServeHTTP(w, r)
+			return
+		}
+		if err := s.breaker.Maybe(r.Context(), func() { proxy.ServeHTTP(w, r) }); err != nil {
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, queue.ErrRequestQueueFull) {
+				http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			} else {
+				w.WriteHeader(http.StatusInternalServerError)
+			}
+		}
 	})
 	s.drainer = &pkghandler.Drainer{
 		QuietPeriod:           drainQuiet,
@@ -139,7 +162,7 @@ type countedConn struct {
 
 // countConn asks the agent to count what is sent on c (best effort: without
 // an agent there are no eBPF stats anyway).
-func (s *Server) countConn(c net.Conn, upstream bool) {
+func (s *Server) countConn(c net.Conn, side string) {
 	sp := s.Splicer()
 	if sp == nil {
 		return
@@ -151,7 +174,7 @@ func (s *Server) countConn(c net.Conn, upstream bool) {
 	if !ok {
 		return
 	}
-	if err := sp.Count(tc, upstream); err != nil {
+	if err := sp.Count(tc, side); err != nil {
 		s.Log.Debug("cannot count a userspace connection in eBPF", zap.Error(err))
 	}
 }
@@ -193,6 +216,10 @@ func (s *Server) Serve(l net.Listener) error {
 			default:
 				return err
 			}
+		}
+		if s.breaker != nil {
+			// Counted from its first byte: requests as they arrive.
+			s.countConn(c, "arrival")
 		}
 		go s.handle(c)
 	}
@@ -236,7 +263,7 @@ func (s *Server) handle(c net.Conn) {
 	c.SetReadDeadline(time.Time{})
 	tc, isTCP := c.(*net.TCPConn)
 	sp := s.Splicer()
-	if sp == nil || s.hangups == nil || !isTCP || isProbe(req) || !spliceable(req) {
+	if sp == nil || s.hangups == nil || s.breaker != nil || !isTCP || isProbe(req) || !spliceable(req) {
 		s.userspaceConn(c, br)
 		return
 	}

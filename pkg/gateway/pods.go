@@ -95,8 +95,12 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 			closeFDs(fds)
 			break
 		}
-		if req.Type == control.TypeCount && len(fds) == 1 && (req.Side == "client" || req.Side == "upstream") {
-			err = g.dp.AddCounted(p.id, fds[0], req.Side == "upstream")
+		if req.Type == control.TypeCount && len(fds) == 1 && (req.Side == "client" || req.Side == "upstream" || req.Side == "arrival") {
+			if req.Side == "arrival" {
+				err = g.dp.AddArrivalCounted(p.id, fds[0])
+			} else {
+				err = g.dp.AddCounted(p.id, fds[0], req.Side == "upstream")
+			}
 			closeFDs(fds)
 			if err != nil {
 				conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
