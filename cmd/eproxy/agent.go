@@ -45,7 +45,8 @@ func (s *agentState) register() bool {
 	}
 	s.mu.Lock()
 	s.agent = a
-	s.window = eproxy.NewWindow(s.cfg.ServingPod, s.start, a.Counters, nil)
+	s.window = eproxy.NewWindow(s.cfg.ServingPod, s.start, a.OwnCounters, nil)
+	s.window.Proxied = a.ProxiedCounters
 	s.mu.Unlock()
 	s.srv.SetSplicer(a)
 	s.log.Info("registered with the node agent", zap.Uint32("instance", a.Instance), zap.String("chain", a.Chain), zap.String("function", a.Function))

@@ -37,6 +37,12 @@ const (
 	TypeCount    = "count"    // + 1 fd: count what is sent on it (Side says which side)
 )
 
+// ProxiedInstance is the metrics entry where a pod's connections from the
+// activator are counted: the pod's instance ID with the top bit set. EPROXY
+// reports them as the Stat's proxied part, as queue-proxy does for requests
+// carrying K-Proxy-Request: activator.
+func ProxiedInstance(instance uint32) uint32 { return instance | 1<<31 }
+
 // Message is every control message; Type says which fields matter.
 type Message struct {
 	Type string `json:"type"`

@@ -62,22 +62,46 @@ func RegisterPod(socket string, id PodIdentity) (*AgentClient, error) {
 	return &AgentClient{conn: conn, Instance: w.Instance, Chain: w.Chain, Function: w.Function, metrics: m}, nil
 }
 
-// Counters reads this pod's counters from the eBPF map.
-func (a *AgentClient) Counters() (bpf.InstanceMetrics, error) {
+// OwnCounters reads the counters of this pod's connections that did not
+// come from the activator.
+func (a *AgentClient) OwnCounters() (bpf.InstanceMetrics, error) {
 	var m bpf.InstanceMetrics
 	err := a.metrics.LookupWithFlags(a.Instance, &m, ebpf.LookupLock)
 	return m, err
 }
 
-// Splice asks the agent to join client and upstream in the kernel.
-func (a *AgentClient) Splice(client, upstream *net.TCPConn) error {
+// Counters reads this pod's counters: all its connections, the
+// activator's included.
+func (a *AgentClient) Counters() (bpf.InstanceMetrics, error) {
+	m, err := a.OwnCounters()
+	if err != nil {
+		return m, err
+	}
+	if p, err := a.ProxiedCounters(); err == nil {
+		m.RequestsIn += p.RequestsIn
+		m.ResponsesOut += p.ResponsesOut
+		m.Inflight += p.Inflight
+		m.Sent += p.Sent
+		m.BusyNs += p.BusyNs // integrals up to each entry's LastNs
+	}
+	return m, nil
+}
+
+// Splice asks the agent to join client and upstream in the kernel. A
+// proxied connection (its first request came from the activator) is
+// counted in the pod's proxied entry.
+func (a *AgentClient) Splice(client, upstream *net.TCPConn, proxied bool) error {
+	side := ""
+	if proxied {
+		side = "proxied"
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	// The raw fds are used in place (no dup): SCM_RIGHTS gives the agent
 	// its own references.
 	err := withFD(client, func(cfd int) error {
 		return withFD(upstream, func(ufd int) error {
-			return a.conn.Send(control.Message{Type: control.TypeSplice}, cfd, ufd)
+			return a.conn.Send(control.Message{Type: control.TypeSplice, Side: side}, cfd, ufd)
 		})
 	})
 	if err != nil {
@@ -88,6 +112,13 @@ func (a *AgentClient) Splice(client, upstream *net.TCPConn) error {
 		unix.Close(fd)
 	}
 	return err
+}
+
+// ProxiedCounters reads the counters of this pod's activator connections.
+func (a *AgentClient) ProxiedCounters() (bpf.InstanceMetrics, error) {
+	var m bpf.InstanceMetrics
+	err := a.metrics.LookupWithFlags(control.ProxiedInstance(a.Instance), &m, ebpf.LookupLock)
+	return m, err
 }
 
 // Unsplice asks the agent to take a pair apart (their sockets still open).

@@ -31,7 +31,7 @@ import (
 // kernel (the node agent does it for EPROXY, which has no privileges), and
 // takes them apart again.
 type Splicer interface {
-	Splice(client, upstream *net.TCPConn) error
+	Splice(client, upstream *net.TCPConn, proxied bool) error
 	Unsplice(client, upstream *net.TCPConn) error
 	UnspliceFDs(client, upstream int) error
 	// Count has eBPF count what a userspace-proxied socket carries
@@ -43,6 +43,9 @@ type Splicer interface {
 // into memory before splicing; a larger (or chunked) first request makes
 // that connection use the userspace proxy instead.
 const maxSplicedFirstBody = 1 << 20
+
+// activatorName is what the activator puts in K-Proxy-Request.
+const activatorName = "activator"
 
 // maxHeader bounds a first request's header block.
 const maxHeader = 64 << 10
@@ -309,7 +312,11 @@ func (s *Server) splice(sp Splicer, client *net.TCPConn, br *bufio.Reader, hdrLe
 		s.relay(client, upstream, append(first, extra...))
 		return nil
 	}
-	if err := sp.Splice(client, upstream); err != nil {
+	// A connection whose first request came from the activator carries the
+	// activator's traffic: counted as proxied (the activator keeps its
+	// connections to a pod for itself).
+	proxied := netheader.GetKnativeProxyValue(req) == activatorName
+	if err := sp.Splice(client, upstream, proxied); err != nil {
 		s.relay(client, upstream, first)
 		return fmt.Errorf("agent: %w (relaying the connection in userspace)", err)
 	}

@@ -29,6 +29,9 @@ type snapshot struct {
 	at       uint64 // monotonic ns
 	requests uint64
 	busy     uint64 // in-flight integral, ns
+	// The part that came through the activator (Knative subtracts it: the
+	// activator reported those requests already).
+	proxiedRequests, proxiedBusy uint64
 }
 
 // Window turns an instance's cumulative eBPF counters into Knative Stats.
@@ -42,6 +45,10 @@ type Window struct {
 	started time.Time
 	read    Counters
 	clock   Clock
+	// Proxied, if set, reads the counters of the pod's connections from the
+	// activator (a separate eBPF entry); they are part of the Stat's totals
+	// and its Proxied fields.
+	Proxied Counters
 
 	mu         sync.Mutex
 	prev, last snapshot
@@ -71,7 +78,15 @@ func (w *Window) Stat() (metrics.Stat, error) {
 			return metrics.Stat{}, fmt.Errorf("eproxy: read counters: %w", err)
 		}
 		s := snapshot{at: now, requests: m.RequestsIn, busy: m.BusyNsAt(now)}
-		if w.last.at == 0 || s.requests < w.last.requests || s.busy < w.last.busy {
+		if w.Proxied != nil {
+			if pm, err := w.Proxied(); err == nil {
+				s.proxiedRequests, s.proxiedBusy = pm.RequestsIn, pm.BusyNsAt(now)
+				s.requests += s.proxiedRequests
+				s.busy += s.proxiedBusy
+			}
+		}
+		if w.last.at == 0 || s.requests < w.last.requests || s.busy < w.last.busy ||
+			s.proxiedRequests < w.last.proxiedRequests || s.proxiedBusy < w.last.proxiedBusy {
 			// First look, or counters that went backwards (the agent
 			// restarted and the entry was recreated): a zero-length
 			// window starting now. History from before is not this
@@ -89,5 +104,7 @@ func (w *Window) Stat() (metrics.Stat, error) {
 	}
 	st.AverageConcurrentRequests = float64(w.last.busy-w.prev.busy) / float64(dt)
 	st.RequestCount = float64(w.last.requests-w.prev.requests) / (float64(dt) / float64(time.Second))
+	st.AverageProxiedConcurrentRequests = float64(w.last.proxiedBusy-w.prev.proxiedBusy) / float64(dt)
+	st.ProxiedRequestCount = float64(w.last.proxiedRequests-w.prev.proxiedRequests) / (float64(dt) / float64(time.Second))
 	return st, nil
 }

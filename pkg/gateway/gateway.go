@@ -156,6 +156,9 @@ func (g *Gateway) ensureDatapath() error {
 	// its ID (and counters) with a newcomer.
 	if all, err := dp.AllMetrics(); err == nil {
 		for id := range all {
+			if id&(1<<31) != 0 {
+				continue // a pod's proxied entry (control.ProxiedInstance)
+			}
 			if id > g.nextInst.Load() {
 				g.nextInst.Store(id)
 			}

@@ -67,12 +67,17 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		return
 	}
 	p := &pod{id: g.nextInst.Add(1), key: types.NamespacedName{Namespace: m.Namespace, Name: m.Revision}, pod: m.PodName}
+	if err := g.dp.AddInstanceMetrics(control.ProxiedInstance(p.id)); err != nil {
+		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+		return
+	}
 	if err := g.dp.AddInstanceMetrics(p.id); err != nil {
 		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
 		return
 	}
 	defer func() {
 		g.dp.RemoveInstance(p.id)
+		g.dp.RemoveInstance(control.ProxiedInstance(p.id))
 		// Splices of a sidecar that died without unsplicing.
 		g.dp.PruneSplices()
 	}()
@@ -116,7 +121,11 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 			continue
 		}
 		if req.Type == control.TypeSplice {
-			err = g.dp.AddSplice(p.id, fds[0], fds[1])
+			id := p.id
+			if req.Side == "proxied" {
+				id = control.ProxiedInstance(p.id)
+			}
+			err = g.dp.AddSplice(id, fds[0], fds[1])
 		} else {
 			err = g.dp.RemoveSplice(fds[0], fds[1])
 		}

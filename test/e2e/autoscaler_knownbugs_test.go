@@ -156,7 +156,7 @@ func TestEproxyCountsRequestsOnUserspaceConnections(t *testing.T) {
 	}
 }
 
-// KNOWN BUG (pkg/eproxy/stat.go:77-83): the Stat never fills
+// Was a bug, fixed for spliced connections: the Stat never filled
 // AverageProxiedConcurrentRequests / ProxiedRequestCount. queue-proxy
 // counts requests carrying K-Proxy-Request: activator as proxied, and the
 // autoscaler subtracts them (collector.record) because the activator
@@ -169,9 +169,12 @@ func TestEproxyCountsRequestsOnUserspaceConnections(t *testing.T) {
 // the agent (e.g. AddSplice(instance, cfd, ufd, proxied)) so the sk_msg
 // program counts into proxied counters, and have Window fill the Proxied*
 // fields from them.
+//
+// Fixed for spliced connections (containerConcurrency 0): a connection whose
+// first request carries K-Proxy-Request: activator is counted in the pod's
+// proxied entry. Behind the breaker (CC > 0) requests are not yet separated.
 func TestEproxyCountsActivatorRequestsAsProxied(t *testing.T) {
-	knownEproxyBug(t)
-	_, ep, _ := bugPod(t, "bug-proxied", "127.0.0.47")
+	_, ep, _ := bugPod(t, "bug-proxied", "127.0.0.47", func(env map[string]string) { env["CONTAINER_CONCURRENCY"] = "0" })
 	stat := func() asmetrics.Stat {
 		resp, err := http.Get("http://" + ep.stat + "/metrics")
 		if err != nil {
