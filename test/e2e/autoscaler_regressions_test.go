@@ -2,7 +2,7 @@ package e2e
 
 // EPROXY behaviours that break the autoscaler's view of a pod, found while
 // writing the autoscaler tests. Each test asserts queue-proxy's behaviour
-// and is skipped unless SPRIGHT_KNOWN_BUGS=1, until EPROXY is fixed.
+// (they were skipped until EPROXY was fixed; all run now).
 
 import (
 	"bufio"
@@ -25,13 +25,6 @@ import (
 
 	"github.com/spright-dev/spright/pkg/gateway"
 )
-
-func knownEproxyBug(t *testing.T) {
-	t.Helper()
-	if os.Getenv("SPRIGHT_KNOWN_BUGS") == "" {
-		t.Skip("known EPROXY bug (see the test's comment); SPRIGHT_KNOWN_BUGS=1 runs it")
-	}
-}
 
 // bugPod is a node agent, a user container answering at once, and EPROXY
 // on ip (stat port: a free port).
@@ -207,7 +200,7 @@ func TestEproxyCountsActivatorRequestsAsProxied(t *testing.T) {
 	}
 }
 
-// KNOWN BUG (cmd/eproxy/main.go:61-75, pkg/eproxy/agent.go): EPROXY
+// Was a bug, fixed (cmd/eproxy/agent.go re-registers): EPROXY
 // registers with the node agent once. When the agent restarts (DaemonSet
 // update), EPROXY's control connection is gone and its metrics entry is
 // removed: its stat endpoint answers 503 for the rest of the pod's life
