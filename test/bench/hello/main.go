@@ -151,7 +151,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	root, err := moduleRoot()
+	root, err := benchutil.ModuleRoot()
 	if err != nil && (o.spright == "" || o.config == "" || o.out == "") {
 		return fmt.Errorf("locate the module (needed for defaults; or pass --spright, --config and --out): %w", err)
 	}
@@ -208,19 +208,6 @@ func run() error {
 	return nil
 }
 
-// moduleRoot is the directory of the main module's go.mod, so defaults do
-// not depend on the directory the benchmark is started from.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside a Go module")
-	}
-	return filepath.Dir(gomod), nil
-}
 
 func buildSpright(ctx context.Context, root, tmp string) (string, error) {
 	bin := filepath.Join(tmp, "spright")

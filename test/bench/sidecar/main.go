@@ -270,7 +270,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	root, err := moduleRoot()
+	root, err := benchutil.ModuleRoot()
 	if err != nil && (o.httpfn == "" || o.out == "") {
 		return fmt.Errorf("locate the module (needed for defaults; or pass --httpfn and --out): %w", err)
 	}
@@ -332,18 +332,6 @@ func run() error {
 	return nil
 }
 
-// moduleRoot is the directory of the main module's go.mod.
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("go env GOMOD: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", errors.New("not inside a Go module")
-	}
-	return filepath.Dir(gomod), nil
-}
 
 // systemResult is everything measured for one system.
 type systemResult struct {
