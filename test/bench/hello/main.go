@@ -208,7 +208,6 @@ func run() error {
 	return nil
 }
 
-
 func buildSpright(ctx context.Context, root, tmp string) (string, error) {
 	bin := filepath.Join(tmp, "spright")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/spright")

@@ -332,7 +332,6 @@ func run() error {
 	return nil
 }
 
-
 // systemResult is everything measured for one system.
 type systemResult struct {
 	System string
