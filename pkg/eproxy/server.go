@@ -72,11 +72,6 @@ type Server struct {
 	hangups *bpf.HangupWatcher
 	mu      sync.Mutex
 	active  map[*splicedConn]struct{}
-
-	// Spliced and Userspace count connections by path (diagnostics).
-	statMu    sync.Mutex
-	spliced   int
-	userspace int
 }
 
 // NewServer builds the traffic server. prober answers Knative's readiness
@@ -200,13 +195,6 @@ func (s *Server) SetSplicer(sp Splicer) {
 // Drainer is the probe/drain state shared with the admin port.
 func (s *Server) Drainer() *pkghandler.Drainer { return s.drainer }
 
-// Counts returns how many connections were spliced and how many served in userspace.
-func (s *Server) Counts() (spliced, userspace int) {
-	s.statMu.Lock()
-	defer s.statMu.Unlock()
-	return s.spliced, s.userspace
-}
-
 // Serve accepts connections on l until Close.
 func (s *Server) Serve(l net.Listener) error {
 	go s.http.Serve(chanListener{s: s, addr: l.Addr()})
@@ -276,9 +264,6 @@ func (s *Server) handle(c net.Conn) {
 }
 
 func (s *Server) userspaceConn(c net.Conn, br *bufio.Reader) {
-	s.statMu.Lock()
-	s.userspace++
-	s.statMu.Unlock()
 	select {
 	case s.conns <- &bufConn{Conn: c, r: br}:
 	case <-s.closed:
@@ -338,9 +323,6 @@ func (s *Server) splice(sp Splicer, client *net.TCPConn, br *bufio.Reader, hdrLe
 		upstream.Close()
 		return fmt.Errorf("start spliced connection: %w", err)
 	}
-	s.statMu.Lock()
-	s.spliced++
-	s.statMu.Unlock()
 	s.watch(sp, client, upstream, down2up, up2down)
 	return nil
 }
@@ -441,9 +423,6 @@ func rawFD(c *net.TCPConn) int {
 
 // relay is the userspace fallback when the agent cannot splice.
 func (s *Server) relay(client, upstream *net.TCPConn, first []byte) {
-	s.statMu.Lock()
-	s.userspace++
-	s.statMu.Unlock()
 	upstream.Write(first)
 	go func() { io.Copy(upstream, client); upstream.CloseWrite() }()
 	go func() { io.Copy(client, upstream); client.Close(); upstream.Close() }()
