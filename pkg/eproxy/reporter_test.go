@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/spright-dev/spright/internal/testlog"
 	"net"
 	"runtime"
 	"sort"
@@ -42,7 +43,7 @@ func freePort(t *testing.T, ip string) string {
 func startStatServer(t *testing.T, addr string) (ch <-chan metrics.StatMessage, stop func()) {
 	t.Helper()
 	sink := make(chan metrics.StatMessage, 1024)
-	srv := statserver.New(addr, sink, cleanupLogger(t, zapcore.DebugLevel).Sugar(), nil)
+	srv := statserver.New(addr, sink, testlog.CleanupLogger(t, zapcore.DebugLevel).Sugar(), nil)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe() }()
 	deadline := time.Now().Add(5 * time.Second)

@@ -7,6 +7,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"github.com/spright-dev/spright/internal/testlog"
 	"math"
 	"net"
 	"strings"
@@ -103,7 +104,7 @@ func autoscalerScenario(t *testing.T, push bool) {
 	const ns, svc, cfg, rev = "default", "hello", "hello", "hello-00001"
 	key := types.NamespacedName{Namespace: ns, Name: rev}
 	// Knative's loggers: warnings and errors (failed scrapes) into the test log.
-	klog := cleanupLogger(t, zapcore.WarnLevel).Sugar()
+	klog := testlog.CleanupLogger(t, zapcore.WarnLevel).Sugar()
 
 	// --- What Knative's controllers would build for this revision. ---
 	asCfg, err := asconfig.NewConfigFromMap(nil) // config-autoscaler defaults
