@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/types"
 	asmetrics "knative.dev/serving/pkg/autoscaler/metrics"
@@ -135,4 +136,26 @@ func (g *Gateway) podName() string {
 		return g.cfg.Name
 	}
 	return "spright-gateway"
+}
+
+var (
+	descHeldNow      = prometheus.NewDesc("spright_gateway_held_requests", "Requests waiting now for a chain member with no ready instance.", []string{"chain"}, nil)
+	descHeld         = prometheus.NewDesc("spright_gateway_held_requests_total", "Requests that waited for a chain member with no ready instance.", []string{"chain"}, nil)
+	descActivated    = prometheus.NewDesc("spright_gateway_activated_requests_total", "Held requests delivered once an instance joined.", []string{"chain"}, nil)
+	descHoldTimeouts = prometheus.NewDesc("spright_gateway_hold_timeouts_total", "Held requests that timed out (503).", []string{"chain"}, nil)
+	descHoldRejected = prometheus.NewDesc("spright_gateway_hold_rejected_total", "Requests refused because MaxHeld were already waiting (503).", []string{"chain"}, nil)
+)
+
+func describeActivation(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descHeldNow, descHeld, descActivated, descHoldTimeouts, descHoldRejected} {
+		ch <- d
+	}
+}
+
+func (a *Activation) collect(ch chan<- prometheus.Metric, chain string) {
+	ch <- prometheus.MustNewConstMetric(descHeldNow, prometheus.GaugeValue, float64(a.held.Load()), chain)
+	ch <- prometheus.MustNewConstMetric(descHeld, prometheus.CounterValue, float64(a.Held.Load()), chain)
+	ch <- prometheus.MustNewConstMetric(descActivated, prometheus.CounterValue, float64(a.Activated.Load()), chain)
+	ch <- prometheus.MustNewConstMetric(descHoldTimeouts, prometheus.CounterValue, float64(a.HoldTimeouts.Load()), chain)
+	ch <- prometheus.MustNewConstMetric(descHoldRejected, prometheus.CounterValue, float64(a.HoldRejected.Load()), chain)
 }

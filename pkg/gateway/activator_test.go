@@ -144,6 +144,17 @@ func TestActivatorBounds(t *testing.T) {
 	if a.HoldTimeouts.Load() != 1 || a.HoldRejected.Load() != 1 {
 		t.Errorf("timeouts %d, rejected %d", a.HoldTimeouts.Load(), a.HoldRejected.Load())
 	}
+	rec := httptest.NewRecorder()
+	e.g.MetricsHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	for _, want := range []string{
+		`spright_gateway_hold_timeouts_total{chain="hello"} 1`,
+		`spright_gateway_hold_rejected_total{chain="hello"} 1`,
+		`spright_gateway_held_requests{chain="hello"} 0`,
+	} {
+		if !strings.Contains(rec.Body.String(), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	if free, slots := e.c.Pool().FreeCount(), e.c.Pool().Slots(); free != int(slots) {
 		t.Errorf("pool: %d of %d slots free", free, slots)
 	}

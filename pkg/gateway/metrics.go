@@ -58,6 +58,7 @@ func (g *Gateway) Describe(ch chan<- *prometheus.Desc) {
 	g.metricsOnce.Do(g.initMetrics)
 	g.m.requests.Describe(ch)
 	g.m.latency.Describe(ch)
+	describeActivation(ch)
 }
 
 // Collect implements prometheus.Collector.
@@ -73,6 +74,7 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descReturned, prometheus.CounterValue, float64(c.Returned.Load()), n)
 		ch <- prometheus.MustNewConstMetric(descInvalid, prometheus.CounterValue, float64(c.Invalid.Load()), n)
 		ch <- prometheus.MustNewConstMetric(descReclaimed, prometheus.CounterValue, float64(c.Reclaimed.Load()), n)
+		c.act.collect(ch, n)
 	}
 	if g.dp != nil {
 		if drops, err := g.dp.Drops(); err == nil {
