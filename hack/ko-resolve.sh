@@ -72,7 +72,7 @@ else
 	mkdir -p "$dir"
 	tmp="$(mktemp -d "$dir/.build.XXXXXX")"
 	trap 'rm -rf "$tmp"' EXIT
-	echo "building ko $version and kolocal into $dir (about a minute on a cold cache)" >&2
+	echo "building ko $version and kolocal into $dir (1.5-3 min on a cold cache)" >&2
 	start=$(date +%s)
 	(
 		cd "$mod"
