@@ -52,7 +52,7 @@ while (($#)); do
 	--print-dir) echo "$dir"; exit 0 ;;
 	--install-only) install_only=1 ;;
 	--force) force=1 ;;
-	-f|--filename) [[ $# -ge 2 ]] || usage; files+=("$2"); shift ;;
+	-f|--filename) [[ $# -ge 2 ]] || usage; f="$2"; [[ "$f" == /* ]] || f="$PWD/$f"; files+=("$f"); shift ;;
 	-o|--output) [[ $# -ge 2 ]] || usage; out="$2"; shift ;;
 	--) shift; extra=("$@"); break ;;
 	-h|--help) usage ;;
@@ -130,7 +130,7 @@ fi
 fargs=()
 for f in "${files[@]}"; do fargs+=(-f "$f"); done
 mkdir -p "$(dirname "$out")"
-echo "ko resolve ${files[*]} -> $registry/spright (base $registry/spright/base:static, $platform)" >&2
+echo "ko resolve ${files[*]#"$root/"} -> $registry/spright (base $registry/spright/base:static, $platform)" >&2
 # -B: localhost:PORT/spright/<binary>, not <binary>-<md5 of the import path>.
 # No SBOM: nothing reads it, and it is one more layer to push per image.
 (

@@ -496,7 +496,7 @@ func TestResolve(t *testing.T) {
 			n += countKoRefs(d)
 		}
 		if n == 0 {
-			t.Skipf("%s has no ko:// images (yet): nothing to resolve in %d files", f, len(inputs))
+			t.Skipf("%s has no ko:// images (yet) in its %d top-level .yaml/.yml/.json files (ko -f is not recursive)", f, len(inputs))
 		}
 		refs := checkResolved(t, inputs, resolve(t, registry, f), registry)
 		for ip, ref := range refs {
