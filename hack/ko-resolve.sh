@@ -76,7 +76,7 @@ else
 	start=$(date +%s)
 	(
 		cd "$mod"
-		GOWORK=off GOFLAGS=-mod=readonly CGO_ENABLED=0 \
+		GOWORK=off GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 \
 			go build -p "${SPRIGHT_BUILD_P:-$(nproc)}" -trimpath \
 			-ldflags "-s -w -X github.com/google/ko/pkg/commands.Version=$version" \
 			-o "$tmp/" github.com/google/ko ./kolocal
