@@ -9,10 +9,13 @@
 package ko
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -423,7 +426,59 @@ func pull(t *testing.T, registry, importPath, ref string, baseDiffID string) {
 	if len(cf.RootFS.DiffIDs) == 0 || cf.RootFS.DiffIDs[0] != baseDiffID {
 		t.Errorf("%s: first layer %v, want kolocal's base layer %s", ref, cf.RootFS.DiffIDs, baseDiffID)
 	}
+	checkBinary(t, registry, repo, m.Layers[len(m.Layers)-1].Digest, cf.RootFS.DiffIDs[len(cf.RootFS.DiffIDs)-1], bin)
 	t.Logf("%s -> %s (%d layers)", importPath, ref, len(m.Layers))
+}
+
+// checkBinary reads the image's last layer, ko's binary layer, and checks
+// that ko-app/<bin> is a static (CGO_ENABLED=0: no ELF interpreter) x86-64
+// executable.
+func checkBinary(t *testing.T, registry, repo, digest, diffID, bin string) {
+	t.Helper()
+	gz, err := gzip.NewReader(bytes.NewReader(fetch(t, http.MethodGet, registry, "/v2/"+repo+"/blobs/"+digest, digest)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(gz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(raw); "sha256:"+hex.EncodeToString(sum[:]) != diffID {
+		t.Errorf("layer %s: uncompressed digest is not the config's diff_id %s", digest, diffID)
+	}
+	tr := tar.NewReader(bytes.NewReader(raw))
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			t.Fatalf("layer %s: no ko-app/%s", digest, bin)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.TrimPrefix(h.Name, "/") != "ko-app/"+bin || h.Typeflag != tar.TypeReg {
+			continue
+		}
+		exe, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := elf.NewFile(bytes.NewReader(exe))
+		if err != nil {
+			t.Fatalf("ko-app/%s: %v", bin, err)
+		}
+		if f.Machine != elf.EM_X86_64 || f.Type != elf.ET_EXEC {
+			t.Errorf("ko-app/%s: ELF %v %v, want EM_X86_64 ET_EXEC", bin, f.Machine, f.Type)
+		}
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				t.Errorf("ko-app/%s: dynamically linked (PT_INTERP): built with cgo?", bin)
+			}
+		}
+		if h.Mode&0o111 == 0 {
+			t.Errorf("ko-app/%s: mode %o, not executable", bin, h.Mode)
+		}
+		return
+	}
 }
 
 // baseDiffID reads the base image's only layer from the registry.
