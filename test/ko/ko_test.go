@@ -132,7 +132,7 @@ func resolve(t *testing.T, registry string, files ...string) []byte {
 	cmd.Dir = repoRoot
 	env := []string{}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "SPRIGHT_KO_REGISTRY=") && !strings.HasPrefix(kv, "KO_") {
+		if !strings.HasPrefix(kv, "SPRIGHT_KO_REGISTRY=") && !strings.HasPrefix(kv, "SPRIGHT_KO_PLATFORM=") && !strings.HasPrefix(kv, "KO_") {
 			env = append(env, kv)
 		}
 	}
