@@ -6,7 +6,7 @@ LISTEN    ?= 127.0.0.1:8080
 HUGEPAGES ?= 128
 FUZZTIME  ?= 30s
 
-.PHONY: all build generate check-generate test test-short bench run hugepages fuzz vet clean
+.PHONY: all build generate check-generate test test-short bench run hugepages fuzz vet clean ko-resolve
 
 all: build
 
@@ -57,6 +57,11 @@ fuzz:
 	$(GO) test ./pkg/adapter/mqtt -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/adapter/coap -run '^$$' -fuzz FuzzDatagram -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/adapter/cloudevents -run '^$$' -fuzz FuzzIngress -fuzztime $(FUZZTIME)
+
+# Resolve the Knative install's ko:// images offline (local registry and base
+# image; see test/ko/README.md); writes $(BIN)/ko/resolved.yaml.
+ko-resolve:
+	hack/ko-resolve.sh -f config/ -o $(BIN)/ko/resolved.yaml
 
 clean:
 	rm -rf $(BIN)
