@@ -1,0 +1,323 @@
+package chain
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
+	kubefake "k8s.io/client-go/kubernetes/fake"
+	corev1listers "k8s.io/client-go/listers/core/v1"
+	clientgotesting "k8s.io/client-go/testing"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	netv1alpha1 "knative.dev/networking/pkg/apis/networking/v1alpha1"
+	netfake "knative.dev/networking/pkg/client/clientset/versioned/fake"
+	netlisters "knative.dev/networking/pkg/client/listers/networking/v1alpha1"
+	"knative.dev/pkg/apis"
+	"knative.dev/pkg/controller"
+	logtesting "knative.dev/pkg/logging/testing"
+	. "knative.dev/pkg/reconciler/testing"
+	"knative.dev/serving/pkg/apis/autoscaling"
+	"knative.dev/serving/pkg/apis/serving"
+	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+	servingfake "knative.dev/serving/pkg/client/clientset/versioned/fake"
+	servinglisters "knative.dev/serving/pkg/client/listers/serving/v1"
+
+	"github.com/spright-dev/spright/pkg/apis/spright/v1alpha1"
+	"github.com/spright-dev/spright/pkg/chainspec"
+)
+
+const ns = "shop-ns"
+
+// ---- object builders --------------------------------------------------
+
+type svcOpt func(*servingv1.Service)
+
+func ksvc(name string, ann map[string]string, opts ...svcOpt) *servingv1.Service {
+	s := &servingv1.Service{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns}}
+	s.Spec.Template.Annotations = ann
+	for _, o := range opts {
+		o(s)
+	}
+	return s
+}
+
+// member annotates a chain member the way `kn service create --annotation`
+// does, with min-scale already set unless noMinScale.
+func member(name string, extra ...string) *servingv1.Service {
+	ann := map[string]string{chainspec.AnnotationChain: "shop", autoscaling.MinScaleAnnotationKey: "1"}
+	for i := 0; i+1 < len(extra); i += 2 {
+		if extra[i+1] == "<unset>" {
+			delete(ann, extra[i])
+			continue
+		}
+		ann[extra[i]] = extra[i+1]
+	}
+	return ksvc(name, ann)
+}
+
+func rev(service, name string) *servingv1.Revision {
+	return &servingv1.Revision{ObjectMeta: metav1.ObjectMeta{
+		Name: name, Namespace: ns, Labels: map[string]string{serving.ServiceLabelKey: service},
+	}}
+}
+
+type chainOpt func(*v1alpha1.Chain)
+
+func chainObj(name string, opts ...chainOpt) *v1alpha1.Chain {
+	c := &v1alpha1.Chain{
+		TypeMeta:   metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: v1alpha1.Kind},
+		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: map[string]string{ChainLabel: name}},
+	}
+	for _, o := range opts {
+		o(c)
+	}
+	return c
+}
+
+func withSpec(entry string, fns []v1alpha1.ChainFunction, routes ...v1alpha1.ChainRoute) chainOpt {
+	return func(c *v1alpha1.Chain) {
+		c.Spec = v1alpha1.ChainSpec{Entry: entry, Protocol: "http", Functions: fns, Routes: routes}
+	}
+}
+
+func withProtocol(p string) chainOpt { return func(c *v1alpha1.Chain) { c.Spec.Protocol = p } }
+
+func withValid() chainOpt {
+	return func(c *v1alpha1.Chain) { c.Status.InitializeConditions(); c.Status.MarkValid() }
+}
+
+func withInvalid(reason, msg string) chainOpt {
+	return func(c *v1alpha1.Chain) { c.Status.InitializeConditions(); c.Status.MarkInvalid(reason, "%s", msg) }
+}
+
+func withRouted(urlHost string) chainOpt {
+	return func(c *v1alpha1.Chain) {
+		c.Status.MarkRouted()
+		c.Status.Address = Address(c.Namespace, c.Name)
+		if urlHost != "" {
+			c.Status.URL = &apis.URL{Scheme: "http", Host: urlHost}
+		}
+	}
+}
+
+func withNotRouted(reason, msg string) chainOpt {
+	return func(c *v1alpha1.Chain) { c.Status.MarkNotRouted(reason, "%s", msg) }
+}
+
+func fn(name string, revs ...string) v1alpha1.ChainFunction {
+	return v1alpha1.ChainFunction{Name: name, Revisions: revs}
+}
+
+func route(from, topic string, to ...string) v1alpha1.ChainRoute {
+	return v1alpha1.ChainRoute{From: from, Topic: topic, To: to}
+}
+
+func gw(entry string) v1alpha1.ChainRoute { return route("gateway", "*", entry) }
+
+func u(c *v1alpha1.Chain) *unstructured.Unstructured {
+	out, err := v1alpha1.ToUnstructured(c)
+	if err != nil {
+		panic(err)
+	}
+	return out
+}
+
+// specOnly is what the reconciler creates: status goes in a second call.
+func specOnly(c *v1alpha1.Chain) *unstructured.Unstructured {
+	return u(&v1alpha1.Chain{TypeMeta: c.TypeMeta, ObjectMeta: c.ObjectMeta, Spec: c.Spec})
+}
+
+func statusUpdate(c *v1alpha1.Chain) clientgotesting.UpdateActionImpl {
+	a := clientgotesting.NewUpdateSubresourceAction(v1alpha1.ChainResource, "status", ns, u(c))
+	return a
+}
+
+func update(obj runtime.Object) clientgotesting.UpdateActionImpl {
+	return clientgotesting.UpdateActionImpl{Object: obj}
+}
+
+func minScalePatch(name string) clientgotesting.PatchActionImpl {
+	return clientgotesting.PatchActionImpl{
+		ActionImpl: clientgotesting.ActionImpl{Namespace: ns},
+		Name:       name, PatchType: types.MergePatchType, Patch: MinScalePatch(DefaultConfig()),
+	}
+}
+
+func deleteAction(res, name string) clientgotesting.DeleteActionImpl {
+	return clientgotesting.DeleteActionImpl{
+		ActionImpl: clientgotesting.ActionImpl{Namespace: ns, Verb: "delete", Resource: schema.GroupVersionResource{Resource: res}},
+		Name:       name,
+	}
+}
+
+func owned(c *v1alpha1.Chain, cfg *Config) *corev1.Service { return MakeService(c, cfg) }
+
+// ---- factory ----------------------------------------------------------
+
+func makeFactory(cfg *Config) Factory {
+	return func(t *testing.T, row *TableRow) (controller.Reconciler, ActionRecorderList, EventList) {
+		var servingObjs, kubeObjs, netObjs, dynObjs []runtime.Object
+		svcIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		revIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		chainIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		k8sIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		ingIdx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc})
+		for _, o := range row.Objects {
+			switch o := o.(type) {
+			case *servingv1.Service:
+				servingObjs = append(servingObjs, o)
+				svcIdx.Add(o)
+			case *servingv1.Revision:
+				servingObjs = append(servingObjs, o)
+				revIdx.Add(o)
+			case *v1alpha1.Chain:
+				uc := u(o)
+				dynObjs = append(dynObjs, uc)
+				chainIdx.Add(uc)
+			case *corev1.Service:
+				kubeObjs = append(kubeObjs, o)
+				k8sIdx.Add(o)
+			case *netv1alpha1.Ingress:
+				netObjs = append(netObjs, o)
+				ingIdx.Add(o)
+			default:
+				t.Fatalf("unexpected object type %T", o)
+			}
+		}
+		servingClient := servingfake.NewSimpleClientset(servingObjs...)
+		kubeClient := kubefake.NewSimpleClientset(kubeObjs...)
+		netClient := netfake.NewSimpleClientset(netObjs...)
+		dynClient := dynamicfake.NewSimpleDynamicClientWithCustomListKinds(runtime.NewScheme(),
+			map[schema.GroupVersionResource]string{v1alpha1.ChainResource: "ChainList"}, dynObjs...)
+		for _, r := range row.WithReactors {
+			servingClient.PrependReactor("*", "*", r)
+			kubeClient.PrependReactor("*", "*", r)
+			netClient.PrependReactor("*", "*", r)
+			dynClient.PrependReactor("*", "*", r)
+		}
+		recorder := record.NewFakeRecorder(100)
+		ctx := row.Ctx
+		if ctx == nil {
+			ctx = logtesting.TestContextWithLogger(t)
+		}
+		row.Ctx = controller.WithEventRecorder(ctx, recorder)
+		r := &Reconciler{
+			Dynamic: dynClient, Kube: kubeClient, Serving: servingClient, Networking: netClient,
+			ServiceLister:    servinglisters.NewServiceLister(svcIdx),
+			RevisionLister:   servinglisters.NewRevisionLister(revIdx),
+			ChainLister:      cache.NewGenericLister(chainIdx, v1alpha1.ChainResource.GroupResource()),
+			K8sServiceLister: corev1listers.NewServiceLister(k8sIdx),
+			IngressLister:    netlisters.NewIngressLister(ingIdx),
+			Config:           func() *Config { return cfg },
+		}
+		return r, ActionRecorderList{dynClient, kubeClient, servingClient, netClient}, EventList{Recorder: recorder}
+	}
+}
+
+// chainTransform compares Chains read back from the dynamic client as typed
+// objects, so the framework's LastTransitionTime filter applies.
+var chainTransform = cmp.Transformer("chain", func(in *unstructured.Unstructured) *v1alpha1.Chain {
+	c, err := v1alpha1.FromUnstructured(in)
+	if err != nil {
+		panic(err)
+	}
+	return c
+})
+
+func run(t *testing.T, cfg *Config, rows TableTest) {
+	t.Helper()
+	for i := range rows {
+		rows[i].CmpOpts = append(rows[i].CmpOpts, chainTransform)
+	}
+	rows.Test(t, makeFactory(cfg))
+}
+
+// ---- the table --------------------------------------------------------
+
+func TestReconcile(t *testing.T) {
+	cfg := DefaultConfig()
+	valid := chainObj("shop",
+		withSpec("frontend", []v1alpha1.ChainFunction{fn("cart", "cart-00001"), fn("frontend", "frontend-00001")},
+			gw("frontend"), route("frontend", "*", "cart")))
+	validReady := chainObj("shop",
+		withSpec("frontend", []v1alpha1.ChainFunction{fn("cart", "cart-00001"), fn("frontend", "frontend-00001")},
+			gw("frontend"), route("frontend", "*", "cart")),
+		withValid(), withRouted(""))
+	frontend := member("frontend", chainspec.AnnotationEntry, "true", chainspec.AnnotationRoutes, "*=cart")
+	cart := member("cart")
+	revs := []runtime.Object{rev("cart", "cart-00001"), rev("frontend", "frontend-00001")}
+
+	invalid := func(reason, msg string) []runtime.Object {
+		return []runtime.Object{u(chainObj("shop", withInvalid(reason, msg), withNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed")))}
+	}
+	_ = invalid
+
+	run(t, cfg, TableTest{{
+		Name: "bad key",
+		Key:  "too/many/parts",
+	}, {
+		Name: "no members, no chain: nothing to do",
+		Key:  ns + "/shop",
+		Objects: []runtime.Object{
+			ksvc("plain", map[string]string{"autoscaling.knative.dev/target": "10"}),
+		},
+	}, {
+		Name:        "two members: chain published and routed",
+		Key:         ns + "/shop",
+		Objects:     append([]runtime.Object{frontend, cart}, revs...),
+		WantCreates: []runtime.Object{specOnly(valid), owned(valid, cfg)},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{
+			statusUpdate(validReady),
+		},
+	}, {
+		Name: "min-scale defaulted when the user set none",
+		Key:  ns + "/shop",
+		Objects: append([]runtime.Object{
+			member("frontend", chainspec.AnnotationEntry, "true", chainspec.AnnotationRoutes, "*=cart", autoscaling.MinScaleAnnotationKey, "<unset>"),
+			member("cart", autoscaling.MinScaleAnnotationKey, "<unset>"),
+		}, revs...),
+		WantPatches: []clientgotesting.PatchActionImpl{minScalePatch("cart"), minScalePatch("frontend")},
+		WantEvents: []string{
+			Eventf(corev1.EventTypeNormal, ReasonMinScaleDefaulted, "member of chain shop: set autoscaling.knative.dev/min-scale=1 (a warm SPRIGHT function costs no CPU)"),
+			Eventf(corev1.EventTypeNormal, ReasonMinScaleDefaulted, "member of chain shop: set autoscaling.knative.dev/min-scale=1 (a warm SPRIGHT function costs no CPU)"),
+		},
+		WantCreates:       []runtime.Object{specOnly(valid), owned(valid, cfg)},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(validReady)},
+	}, {
+		Name: "user's min-scale (legacy spelling) is kept",
+		Key:  ns + "/shop",
+		Objects: append([]runtime.Object{
+			member("frontend", chainspec.AnnotationEntry, "true", chainspec.AnnotationRoutes, "*=cart", autoscaling.MinScaleAnnotationKey, "<unset>", "autoscaling.knative.dev/minScale", "0"),
+			cart,
+		}, revs...),
+		WantCreates:       []runtime.Object{specOnly(valid), owned(valid, cfg)},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(validReady)},
+	}, {
+		Name:    "steady state: no writes",
+		Key:     ns + "/shop",
+		Objects: append([]runtime.Object{frontend, cart, validReady, owned(validReady, cfg)}, revs...),
+	}, {
+		Name: "new revision is published",
+		Key:  ns + "/shop",
+		Objects: append([]runtime.Object{frontend, cart, validReady, owned(validReady, cfg),
+			rev("cart", "cart-00002")}, revs...),
+		WantUpdates: []clientgotesting.UpdateActionImpl{update(u(chainObj("shop",
+			withSpec("frontend", []v1alpha1.ChainFunction{fn("cart", "cart-00001", "cart-00002"), fn("frontend", "frontend-00001")},
+				gw("frontend"), route("frontend", "*", "cart")), withValid(), withRouted(""))))},
+	}})
+	_ = fmt.Sprint
+	_ = sort.Strings
+	_ = strings.Join
+	_ = context.Background
+}
