@@ -1,9 +1,6 @@
 package chain
 
 import (
-	"context"
-	"fmt"
-	"sort"
 	"strings"
 	"testing"
 
@@ -258,10 +255,6 @@ func TestReconcile(t *testing.T) {
 	cart := member("cart")
 	revs := []runtime.Object{rev("cart", "cart-00001"), rev("frontend", "frontend-00001")}
 
-	invalid := func(reason, msg string) []runtime.Object {
-		return []runtime.Object{u(chainObj("shop", withInvalid(reason, msg), withNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed")))}
-	}
-	_ = invalid
 
 	run(t, cfg, TableTest{{
 		Name: "bad key",
@@ -315,9 +308,280 @@ func TestReconcile(t *testing.T) {
 		WantUpdates: []clientgotesting.UpdateActionImpl{update(u(chainObj("shop",
 			withSpec("frontend", []v1alpha1.ChainFunction{fn("cart", "cart-00001", "cart-00002"), fn("frontend", "frontend-00001")},
 				gw("frontend"), route("frontend", "*", "cart")), withValid(), withRouted(""))))},
+
+	}, {
+		Name: "bad routes syntax: condition on the chain, warning on the service",
+		Key:  ns + "/shop",
+		Objects: []runtime.Object{
+			member("frontend", chainspec.AnnotationEntry, "true", chainspec.AnnotationRoutes, "*cart"),
+		},
+		WantCreates: []runtime.Object{specOnly(chainObj("shop"))},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed"),
+			withInvalid(ReasonInvalidAnnotations, `service frontend: invalid spright.dev/routes: "*cart": want topic=function[,function...]`)))},
+		WantEvents: []string{
+			Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, `chain shop: invalid spright.dev/routes: "*cart": want topic=function[,function...]`),
+			Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, `service frontend: invalid spright.dev/routes: "*cart": want topic=function[,function...]`),
+		},
+	}, {
+		Name: "bad entry and bad protocol values",
+		Key:  ns + "/shop",
+		Objects: []runtime.Object{
+			member("frontend", chainspec.AnnotationEntry, "yes"),
+			member("cart", chainspec.AnnotationProtocol, "amqp"),
+		},
+		WantCreates: []runtime.Object{specOnly(chainObj("shop"))},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed"),
+			withInvalid(ReasonInvalidAnnotations, `service cart: invalid spright.dev/protocol: "amqp" (want one of http, cloudevents, mqtt, coap); service frontend: invalid spright.dev/entry: "yes" (want "true" or "false")`)))},
+		WantEvents: []string{
+			Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, `chain shop: invalid spright.dev/protocol: "amqp" (want one of http, cloudevents, mqtt, coap)`),
+			Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, `chain shop: invalid spright.dev/entry: "yes" (want "true" or "false")`),
+			Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, `service cart: invalid spright.dev/protocol: "amqp" (want one of http, cloudevents, mqtt, coap); service frontend: invalid spright.dev/entry: "yes" (want "true" or "false")`),
+		},
+	}, {
+		Name: "route to a function that is not a member",
+		Key:  ns + "/shop",
+		Objects: []runtime.Object{
+			member("frontend", chainspec.AnnotationEntry, "true", chainspec.AnnotationRoutes, "*=cart;checkout=payment"),
+			cart,
+		},
+		WantCreates: []runtime.Object{specOnly(chainObj("shop"))},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed"),
+			withInvalid(ReasonUnknownMember, `route to a function that is not a member of the chain: frontend routes topic "checkout" to "payment"`)))},
+		WantEvents: []string{
+			Eventf(corev1.EventTypeWarning, ReasonUnknownMember, `route to a function that is not a member of the chain: frontend routes topic "checkout" to "payment"`),
+		},
+	}, {
+		Name: "routes loop with no exit",
+		Key:  ns + "/shop",
+		Objects: []runtime.Object{
+			member("frontend", chainspec.AnnotationEntry, "true", chainspec.AnnotationRoutes, "*=cart"),
+			member("cart", chainspec.AnnotationRoutes, "*=frontend"),
+		},
+		WantCreates: []runtime.Object{specOnly(chainObj("shop"))},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed"),
+			withInvalid(ReasonCycle, "routes loop with no exit: frontend → cart → frontend → cart → frontend → cart → frontend → cart …")))},
+		WantEvents: []string{Eventf(corev1.EventTypeWarning, ReasonCycle, "routes loop with no exit: frontend → cart → frontend → cart → frontend → cart → frontend → cart …")},
+	}, {
+		Name:        "no entry",
+		Key:         ns + "/shop",
+		Objects:     []runtime.Object{member("frontend"), cart},
+		WantCreates: []runtime.Object{specOnly(chainObj("shop"))},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed"),
+			withInvalid(ReasonNoEntry, `chain has no entry (spright.dev/entry: "true")`)))},
+		WantEvents: []string{Eventf(corev1.EventTypeWarning, ReasonNoEntry, `chain has no entry (spright.dev/entry: "true")`)},
+	}, {
+		Name:        "two entries",
+		Key:         ns + "/shop",
+		Objects:     []runtime.Object{member("frontend", chainspec.AnnotationEntry, "true"), member("cart", chainspec.AnnotationEntry, "true")},
+		WantCreates: []runtime.Object{specOnly(chainObj("shop"))},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed"),
+			withInvalid(ReasonManyEntries, "chain has more than one entry: cart, frontend")))},
+		WantEvents: []string{Eventf(corev1.EventTypeWarning, ReasonManyEntries, "chain has more than one entry: cart, frontend")},
+	}, {
+		Name: "members declare different protocols",
+		Key:  ns + "/shop",
+		Objects: []runtime.Object{
+			member("frontend", chainspec.AnnotationEntry, "true", chainspec.AnnotationRoutes, "*=cart", chainspec.AnnotationProtocol, "mqtt"),
+			member("cart", chainspec.AnnotationProtocol, "coap"),
+		},
+		WantCreates: []runtime.Object{specOnly(chainObj("shop"))},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed"),
+			withInvalid(ReasonProtocolClash, "members declare different protocols: [coap mqtt]")))},
+		WantEvents: []string{Eventf(corev1.EventTypeWarning, ReasonProtocolClash, "members declare different protocols: [coap mqtt]")},
+	}, {
+		Name: "a valid chain turns invalid: last spec kept, still routed",
+		Key:  ns + "/shop",
+		Objects: append([]runtime.Object{
+			member("frontend", chainspec.AnnotationEntry, "true", chainspec.AnnotationRoutes, "*=cart;x=ghost"),
+			cart, validReady, owned(validReady, cfg),
+		}, revs...),
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withSpec("frontend", []v1alpha1.ChainFunction{fn("cart", "cart-00001"), fn("frontend", "frontend-00001")},
+				gw("frontend"), route("frontend", "*", "cart")),
+			withValid(), withRouted(""),
+			withInvalid(ReasonUnknownMember, `route to a function that is not a member of the chain: frontend routes topic "x" to "ghost"`)))},
+		WantEvents: []string{
+			Eventf(corev1.EventTypeWarning, ReasonUnknownMember, `route to a function that is not a member of the chain: frontend routes topic "x" to "ghost"`),
+		},
+	}, {
+		Name:        "last member left: chain and its service deleted",
+		Key:         ns + "/shop",
+		Objects:     []runtime.Object{ksvc("frontend", nil), validReady, owned(validReady, cfg)},
+		WantDeletes: []clientgotesting.DeleteActionImpl{deleteAction("services", "shop-chain"), deleteAction("chains", "shop")},
+	}, {
+		Name: "the chain's service name is taken by someone else",
+		Key:  ns + "/shop",
+		Objects: append([]runtime.Object{frontend, cart,
+			&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "shop-chain", Namespace: ns}}}, revs...),
+		WantCreates: []runtime.Object{specOnly(valid)},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withSpec("frontend", []v1alpha1.ChainFunction{fn("cart", "cart-00001"), fn("frontend", "frontend-00001")},
+				gw("frontend"), route("frontend", "*", "cart")),
+			withValid(), withNotRouted(ReasonRouteFailed, "service shop-ns/shop-chain exists and is not owned by chain shop")))},
+		WantEvents: []string{Eventf(corev1.EventTypeWarning, ReasonRouteFailed, "service shop-ns/shop-chain exists and is not owned by chain shop")},
+	}, {
+		Name: "spright annotations without spright.dev/chain: warned",
+		Key:  ns + "/",
+		Objects: []runtime.Object{
+			ksvc("lost", map[string]string{chainspec.AnnotationRoutes: "*=cart"}),
+			ksvc("plain", map[string]string{"autoscaling.knative.dev/target": "10"}),
+		},
+		WantEvents: []string{Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, "spright.dev/routes is set but spright.dev/chain is not: the revision joins no chain")},
+	}, {
+		Name:    "mqtt chain",
+		Key:     ns + "/shop",
+		Objects: []runtime.Object{member("frontend", chainspec.AnnotationEntry, "true", chainspec.AnnotationProtocol, "mqtt")},
+		WantCreates: []runtime.Object{
+			specOnly(chainObj("shop", withSpec("frontend", []v1alpha1.ChainFunction{fn("frontend")}, gw("frontend")), withProtocol("mqtt"))),
+			owned(chainObj("shop"), cfg),
+		},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withSpec("frontend", []v1alpha1.ChainFunction{fn("frontend")}, gw("frontend")), withProtocol("mqtt"),
+			withValid(), withRouted("")))},
 	}})
-	_ = fmt.Sprint
-	_ = sort.Strings
-	_ = strings.Join
-	_ = context.Background
+}
+
+func TestReconcileExternalDomain(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Domain = "example.com"
+	frontend := member("frontend", chainspec.AnnotationEntry, "true")
+	c := chainObj("shop", withSpec("frontend", []v1alpha1.ChainFunction{fn("frontend")}, gw("frontend")))
+	ready := chainObj("shop", withSpec("frontend", []v1alpha1.ChainFunction{fn("frontend")}, gw("frontend")),
+		withValid(), withRouted("shop.shop-ns.example.com"))
+	ing := MakeIngress(c, cfg)
+	if got := ing.Spec.Rules[0].Hosts; len(got) != 1 || got[0] != "shop.shop-ns.example.com" {
+		t.Fatalf("ingress hosts %v", got)
+	}
+	if got := ing.Spec.Rules[0].HTTP.Paths[0].AppendHeaders[ChainHeader]; got != "shop-ns/shop" {
+		t.Fatalf("ingress appends %s: %q", ChainHeader, got)
+	}
+	movedCfg := *cfg
+	movedCfg.GatewayService = "gw.elsewhere.svc.cluster.local"
+	run(t, cfg, TableTest{{
+		Name:              "external host gets a KIngress to the chain's service",
+		Key:               ns + "/shop",
+		Objects:           []runtime.Object{frontend},
+		WantCreates:       []runtime.Object{specOnly(c), owned(c, cfg), ing},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(ready)},
+	}, {
+		Name:    "external steady state: no writes",
+		Key:     ns + "/shop",
+		Objects: []runtime.Object{frontend, ready, owned(ready, cfg), MakeIngress(ready, cfg)},
+	}})
+	noDomain := DefaultConfig()
+	run(t, noDomain, TableTest{{
+		Name:        "domain removed: KIngress deleted, URL cleared",
+		Key:         ns + "/shop",
+		Objects:     []runtime.Object{frontend, ready, owned(ready, cfg), MakeIngress(ready, cfg)},
+		WantDeletes: []clientgotesting.DeleteActionImpl{deleteAction("ingresses", "shop-chain")},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
+			withSpec("frontend", []v1alpha1.ChainFunction{fn("frontend")}, gw("frontend")), withValid(), withRouted("")))},
+	}})
+	run(t, &movedCfg, TableTest{{
+		Name:        "gateway service moved: ExternalName follows",
+		Key:         ns + "/shop",
+		Objects:     []runtime.Object{frontend, ready, owned(ready, cfg), MakeIngress(ready, cfg)},
+		WantUpdates: []clientgotesting.UpdateActionImpl{update(owned(ready, &movedCfg))},
+	}})
+}
+
+// TestReconcileOnlineBoutique: the six chains of DESIGN §8 set up with kn
+// annotations (a frontend entry with one route per chain, nine services)
+// publish one Chain whose routes are exactly those itineraries.
+func TestReconcileOnlineBoutique(t *testing.T) {
+	cfg := DefaultConfig()
+	itineraries := [][2]string{
+		{"ch1", "currency,productcatalog,cart,currency,currency,currency,currency,currency,currency,currency,ad"},
+		{"ch2", "currency,cart,recommendation,productcatalog,productcatalog,productcatalog,productcatalog,productcatalog,shipping,currency,productcatalog,currency"},
+		{"ch3", "productcatalog,cart"},
+		{"ch4", "checkout,productcatalog,payment,shipping,email,recommendation,productcatalog,productcatalog,productcatalog,productcatalog,currency"},
+		{"ch5", "productcatalog,currency,cart,currency,recommendation,productcatalog,productcatalog,productcatalog,productcatalog,ad"},
+		{"ch6", "currency"},
+	}
+	var ann []string
+	routes := []v1alpha1.ChainRoute{gw("frontend")}
+	for _, it := range itineraries {
+		ann = append(ann, it[0]+"="+it[1])
+		routes = append(routes, route("frontend", it[0], strings.Split(it[1], ",")...))
+	}
+	objs := []runtime.Object{member("frontend", chainspec.AnnotationEntry, "true", chainspec.AnnotationRoutes, strings.Join(ann, ";"))}
+	services := []string{"ad", "cart", "checkout", "currency", "email", "frontend", "payment", "productcatalog", "recommendation", "shipping"}
+	var fns []v1alpha1.ChainFunction
+	for _, s := range services {
+		if s != "frontend" {
+			objs = append(objs, member(s))
+		}
+		objs = append(objs, rev(s, s+"-00001"))
+		fns = append(fns, fn(s, s+"-00001"))
+	}
+	c := chainObj("shop", withSpec("frontend", fns, routes...))
+	run(t, cfg, TableTest{{
+		Name:              "online boutique",
+		Key:               ns + "/shop",
+		Objects:           objs,
+		WantCreates:       []runtime.Object{specOnly(c), owned(c, cfg)},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop", withSpec("frontend", fns, routes...), withValid(), withRouted("")))},
+	}})
+	// And the published spec loads into the gateway's route table.
+	if err := RoutingSpec(c.Spec).Validate(); err != nil {
+		t.Fatalf("published spec does not load: %v", err)
+	}
+}
+
+func TestChainKeys(t *testing.T) {
+	listed := chainObj("old", withSpec("a", []v1alpha1.ChainFunction{fn("a")}, gw("a")))
+	other := chainObj("other", withSpec("b", []v1alpha1.ChainFunction{fn("b")}, gw("b")))
+	for _, tc := range []struct {
+		name string
+		svc  *servingv1.Service
+		want []string
+	}{
+		{"joins shop, was in old", ksvc("a", map[string]string{chainspec.AnnotationChain: "shop"}), []string{ns + "/shop", ns + "/old"}},
+		{"left every chain", ksvc("a", nil), []string{ns + "/old"}},
+		{"orphan annotations", ksvc("z", map[string]string{chainspec.AnnotationEntry: "true"}), []string{ns + "/"}},
+		{"unrelated", ksvc("z", map[string]string{"x": "y"}), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ChainKeys(tc.svc, []*v1alpha1.Chain{listed, other}); !cmp.Equal(got, tc.want, cmpEmpty) {
+				t.Errorf("ChainKeys = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+var cmpEmpty = cmp.Comparer(func(a, b []string) bool { return strings.Join(a, ",") == strings.Join(b, ",") })
+
+func TestConfig(t *testing.T) {
+	for _, tc := range []struct {
+		data    map[string]string
+		wantErr string
+		check   func(*Config) bool
+	}{
+		{nil, "", func(c *Config) bool { return *c == *DefaultConfig() }},
+		{map[string]string{"domain": "example.com.", "default-min-scale": ""}, "", func(c *Config) bool { return c.Domain == "example.com" && c.DefaultMinScale == "" }},
+		{map[string]string{"gateway-port": "8080", "ingress-class": "istio.ingress.networking.knative.dev"}, "", func(c *Config) bool {
+			return c.GatewayPort == 8080 && c.IngressClass == "istio.ingress.networking.knative.dev"
+		}},
+		{map[string]string{"gateway-port": "0"}, `gateway-port "0" is not a port number`, nil},
+		{map[string]string{"default-min-scale": "-1"}, "not a non-negative integer", nil},
+		{map[string]string{"gateway-service": " "}, "must not be empty", nil},
+		{map[string]string{"domian": "typo.example"}, `unknown key "domian"`, nil},
+	} {
+		c, err := NewConfigFromConfigMap(&corev1.ConfigMap{Data: tc.data})
+		switch {
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%v: err %v, want %q", tc.data, err, tc.wantErr)
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%v: %v", tc.data, err)
+		case tc.check != nil && err == nil && !tc.check(c):
+			t.Errorf("%v: got %+v", tc.data, c)
+		}
+	}
 }

@@ -151,6 +151,10 @@ func (r *Reconciler) reconcileChain(ctx context.Context, ns, name string, servic
 			status.URL = &apisURL{Scheme: "http", Host: h}
 		}
 	}
+	if verdict.Reason != "" {
+		// Ready should carry the validation fault, the one to fix first.
+		status.MarkInvalid(verdict.Reason, "%s", verdict.Msg)
+	}
 	if verdict.Reason != "" && existing != nil && existing.Status.GetCondition(v1alpha1.ChainConditionValid).IsTrue() {
 		rec.Eventf(chain, corev1.EventTypeWarning, verdict.Reason, "%s", verdict.Msg)
 	}
