@@ -255,7 +255,6 @@ func TestReconcile(t *testing.T) {
 	cart := member("cart")
 	revs := []runtime.Object{rev("cart", "cart-00001"), rev("frontend", "frontend-00001")}
 
-
 	run(t, cfg, TableTest{{
 		Name: "bad key",
 		Key:  "too/many/parts",
@@ -308,7 +307,6 @@ func TestReconcile(t *testing.T) {
 		WantUpdates: []clientgotesting.UpdateActionImpl{update(u(chainObj("shop",
 			withSpec("frontend", []v1alpha1.ChainFunction{fn("cart", "cart-00001", "cart-00002"), fn("frontend", "frontend-00001")},
 				gw("frontend"), route("frontend", "*", "cart")), withValid(), withRouted(""))))},
-
 	}, {
 		Name: "bad routes syntax: condition on the chain, warning on the service",
 		Key:  ns + "/shop",
