@@ -636,6 +636,20 @@ func namespaceDocs(file string) ([]string, error) {
 // knative.dev/serving module this repository requires (from the module
 // cache, downloading it if needed).
 func KnativeServingCRDDir() (string, error) {
+	modDir, err := ModuleDir("knative.dev/serving")
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(modDir, "config", "core", "300-resources")
+	if _, err := os.Stat(dir); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
+// ModuleDir returns the module cache directory of a module the root go.mod
+// requires (downloading it if needed).
+func ModuleDir(module string) (string, error) {
 	gobin := "go"
 	if p, err := exec.LookPath("go"); err == nil {
 		gobin = p
@@ -643,14 +657,14 @@ func KnativeServingCRDDir() (string, error) {
 		gobin = p
 	}
 	modDir := ""
-	out, err := exec.Command(gobin, "list", "-m", "-f", "{{.Dir}}", "knative.dev/serving").Output()
+	out, err := exec.Command(gobin, "list", "-m", "-f", "{{.Dir}}", module).Output()
 	if err == nil {
 		modDir = strings.TrimSpace(string(out))
 	}
 	if modDir == "" {
-		out, err := exec.Command(gobin, "mod", "download", "-json", "knative.dev/serving").Output()
+		out, err := exec.Command(gobin, "mod", "download", "-json", module).Output()
 		if err != nil {
-			return "", fmt.Errorf("go mod download knative.dev/serving: %v", err)
+			return "", fmt.Errorf("go mod download %s: %v", module, err)
 		}
 		for _, line := range strings.Split(string(out), "\n") {
 			if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == `"Dir"` {
@@ -659,13 +673,22 @@ func KnativeServingCRDDir() (string, error) {
 		}
 	}
 	if modDir == "" {
-		return "", errors.New("cannot locate knative.dev/serving in the module cache")
+		return "", fmt.Errorf("cannot locate %s in the module cache", module)
 	}
-	dir := filepath.Join(modDir, "config", "core", "300-resources")
-	if _, err := os.Stat(dir); err != nil {
-		return "", err
+	return modDir, nil
+}
+
+// InstallKnativeIngressCRD applies the KIngress CRD
+// (ingresses.networking.internal.knative.dev) from the knative.dev/networking
+// module Knative Serving ships with, and waits until it is Established.
+func (e *Env) InstallKnativeIngressCRD(t testing.TB) {
+	t.Helper()
+	modDir, err := ModuleDir("knative.dev/networking")
+	if err != nil {
+		t.Fatalf("envtest: %v", err)
 	}
-	return dir, nil
+	e.Apply(t, filepath.Join(modDir, "config", "ingress.yaml"))
+	e.KubectlT(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/ingresses.networking.internal.knative.dev")
 }
 
 // InstallKnativeServingCRDs applies knative.dev/serving's

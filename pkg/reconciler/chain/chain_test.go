@@ -23,6 +23,7 @@ import (
 	"knative.dev/pkg/apis"
 	"knative.dev/pkg/controller"
 	logtesting "knative.dev/pkg/logging/testing"
+	pkgreconciler "knative.dev/pkg/reconciler"
 	. "knative.dev/pkg/reconciler/testing"
 	"knative.dev/serving/pkg/apis/autoscaling"
 	"knative.dev/serving/pkg/apis/serving"
@@ -218,6 +219,7 @@ func makeFactory(cfg *Config) Factory {
 			IngressLister:    netlisters.NewIngressLister(ingIdx),
 			Config:           func() *Config { return cfg },
 		}
+		r.Promote(pkgreconciler.UniversalBucket(), func(pkgreconciler.Bucket, types.NamespacedName) {})
 		return r, ActionRecorderList{dynClient, kubeClient, servingClient, netClient}, EventList{Recorder: recorder}
 	}
 }

@@ -5,12 +5,17 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.uber.org/zap"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	netclient "knative.dev/networking/pkg/client/injection/client"
 	ingressinformer "knative.dev/networking/pkg/client/injection/informers/networking/v1alpha1/ingress"
 	kubeclient "knative.dev/pkg/client/injection/kube/client"
@@ -19,8 +24,10 @@ import (
 	"knative.dev/pkg/controller"
 	"knative.dev/pkg/injection/clients/dynamicclient"
 	"knative.dev/pkg/logging"
+	pkgreconciler "knative.dev/pkg/reconciler"
 	"knative.dev/serving/pkg/apis/serving"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
+	servingscheme "knative.dev/serving/pkg/client/clientset/versioned/scheme"
 	servingclient "knative.dev/serving/pkg/client/injection/client"
 	revisioninformer "knative.dev/serving/pkg/client/injection/informers/serving/v1/revision"
 	serviceinformer "knative.dev/serving/pkg/client/injection/informers/serving/v1/service"
@@ -55,6 +62,7 @@ func NewController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 		K8sServiceLister: k8sSvcInformer.Lister(),
 		IngressLister:    ingInformer.Lister(),
 		Config:           cfg.Load,
+		Recorder:         eventRecorder(ctx, logger),
 	}
 	impl := controller.NewContext(ctx, r, controller.ControllerOptions{WorkQueueName: "Chains", Logger: logger})
 
@@ -72,6 +80,28 @@ func NewController(ctx context.Context, cmw configmap.Watcher) *controller.Impl 
 			}
 		}
 		return out
+	}
+	r.PromoteFunc = func(bkt pkgreconciler.Bucket, enq func(pkgreconciler.Bucket, types.NamespacedName)) error {
+		services, err := r.ServiceLister.List(labels.Everything())
+		if err != nil {
+			return err
+		}
+		all := chains()
+		seen := map[string]bool{}
+		for _, s := range services {
+			for _, k := range ChainKeys(s, all) {
+				seen[k] = true
+			}
+		}
+		for _, c := range all {
+			seen[c.Namespace+"/"+c.Name] = true
+		}
+		for k := range seen {
+			if key := splitKey(k); bkt.Has(key) {
+				enq(bkt, key)
+			}
+		}
+		return nil
 	}
 	enqueueService := func(obj interface{}) {
 		s, ok := unwrap(obj).(*servingv1.Service)
@@ -154,4 +184,23 @@ func handleAll(f func(interface{})) cache.ResourceEventHandlerFuncs {
 		UpdateFunc: func(_, n interface{}) { f(n) },
 		DeleteFunc: f,
 	}
+}
+
+// eventRecorder is the context's recorder, or one that writes Events
+// through the API server as "spright-controller".
+func eventRecorder(ctx context.Context, logger *zap.SugaredLogger) record.EventRecorder {
+	if rec := controller.GetEventRecorder(ctx); rec != nil {
+		return rec
+	}
+	b := record.NewBroadcaster()
+	b.StartLogging(logger.Named("event-broadcaster").Infof)
+	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: kubeclient.Get(ctx).CoreV1().Events("")})
+	go func() {
+		<-ctx.Done()
+		b.Shutdown()
+	}()
+	sch := runtime.NewScheme()
+	_ = scheme.AddToScheme(sch)
+	_ = servingscheme.AddToScheme(sch)
+	return b.NewRecorder(sch, corev1.EventSource{Component: "spright-controller"})
 }

@@ -17,10 +17,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 	netclientset "knative.dev/networking/pkg/client/clientset/versioned"
 	netlisters "knative.dev/networking/pkg/client/listers/networking/v1alpha1"
 	"knative.dev/pkg/controller"
 	"knative.dev/pkg/logging"
+	pkgreconciler "knative.dev/pkg/reconciler"
 	"knative.dev/serving/pkg/apis/serving"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	servingclientset "knative.dev/serving/pkg/client/clientset/versioned"
@@ -31,6 +33,10 @@ import (
 
 // Reconciler reconciles one chain per key ("namespace/chain").
 type Reconciler struct {
+	// Only the leader for a key writes (knative.dev/pkg leader election);
+	// NewController enqueues every chain when a bucket is promoted.
+	pkgreconciler.LeaderAwareFuncs
+
 	Dynamic    dynamic.Interface
 	Kube       kubernetes.Interface
 	Serving    servingclientset.Interface
@@ -44,6 +50,15 @@ type Reconciler struct {
 
 	// Config returns the current config-spright.
 	Config func() *Config
+	// Recorder records events when the context carries none.
+	Recorder record.EventRecorder
+}
+
+func (r *Reconciler) recorder(ctx context.Context) record.EventRecorder {
+	if rec := controller.GetEventRecorder(ctx); rec != nil {
+		return rec
+	}
+	return r.Recorder
 }
 
 var _ controller.Reconciler = (*Reconciler)(nil)
@@ -54,6 +69,9 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string) error {
 	if err != nil {
 		logging.FromContext(ctx).Errorw("invalid resource key", "key", key)
 		return nil // a bad key will never become good
+	}
+	if !r.IsLeaderFor(types.NamespacedName{Namespace: ns, Name: name}) {
+		return nil
 	}
 	services, err := r.ServiceLister.Services(ns).List(labels.Everything())
 	if err != nil {
@@ -68,7 +86,7 @@ func (r *Reconciler) Reconcile(ctx context.Context, key string) error {
 }
 
 func (r *Reconciler) warnOrphans(ctx context.Context, services []*servingv1.Service) {
-	rec := controller.GetEventRecorder(ctx)
+	rec := r.recorder(ctx)
 	orphans := Orphans(services)
 	for _, s := range services {
 		if err, ok := orphans[s]; ok {
@@ -79,7 +97,7 @@ func (r *Reconciler) warnOrphans(ctx context.Context, services []*servingv1.Serv
 
 func (r *Reconciler) reconcileChain(ctx context.Context, ns, name string, services []*servingv1.Service) error {
 	cfg := r.Config()
-	rec := controller.GetEventRecorder(ctx)
+	rec := r.recorder(ctx)
 	members := MembersOf(name, services)
 
 	existing, err := r.getChain(ns, name)
