@@ -27,6 +27,13 @@ type ChainConfig struct {
 	Routing routing.Spec
 	// Timeout bounds a request from dispatch to response (default 30s).
 	Timeout time.Duration
+	// HoldTimeout > 0 makes the gateway act as the activator for the
+	// chain: a request for a function with no ready instance waits up to
+	// this long for one to join (and pokes the autoscaler) instead of
+	// failing with 503 at once. MaxHeld bounds the waiting requests
+	// (default 100).
+	HoldTimeout time.Duration
+	MaxHeld     int
 }
 
 // result is what the receive path hands to a waiting HTTP handler.
@@ -60,6 +67,8 @@ type Chain struct {
 	Returned   atomic.Uint64 // descriptors that came back to the gateway
 	Invalid    atomic.Uint64 // descriptors dropped by the gateway's own checks
 	Reclaimed  atomic.Uint64 // slots taken back from dead instances
+
+	act Activation // requests held for a function with no instance (activator.go)
 }
 
 func newChain(cfg ChainConfig, log *zap.Logger) (*Chain, error) {
@@ -74,6 +83,9 @@ func newChain(cfg ChainConfig, log *zap.Logger) (*Chain, error) {
 	}
 	if cfg.Mode != ModeSkMsg && cfg.Mode != ModePoll {
 		return nil, fmt.Errorf("gateway: chain %q: unknown mode %q (want %q or %q)", cfg.Name, cfg.Mode, ModeSkMsg, ModePoll)
+	}
+	if cfg.HoldTimeout > 0 && cfg.MaxHeld <= 0 {
+		cfg.MaxHeld = 100
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second

@@ -38,6 +38,9 @@ type Config struct {
 	// from the process's cgroup. nil admits every local process that can
 	// open the control socket (mode 0660).
 	Verify func(cred unix.Ucred, m Member) error
+	// Name identifies this gateway in Stats it pushes (the pod name on
+	// Kubernetes); default "spright-gateway".
+	Name string
 }
 
 // Member is what a registering process claims to be.
@@ -482,6 +485,7 @@ func (g *Gateway) register(conn *control.Conn, hello control.Message) (*instance
 		g.unregister(in)
 		return nil, err
 	}
+	c.act.joined(fn)
 	return in, nil
 }
 

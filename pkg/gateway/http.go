@@ -78,7 +78,11 @@ func (g *Gateway) Invoke(c *Chain, topic string, body io.Reader, size int64, don
 	if err == nil {
 		inst, err = c.routes.Pick(next, g.inflight)
 		if errors.Is(err, routing.ErrNoInstance) {
-			err = httpErr(http.StatusServiceUnavailable, "%v", err)
+			if c.cfg.HoldTimeout > 0 {
+				inst, err = g.activate(c, next, done)
+			} else {
+				err = httpErr(http.StatusServiceUnavailable, "%v", err)
+			}
 		}
 	}
 	if err != nil {

@@ -1,0 +1,187 @@
+package gateway_test
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+	"knative.dev/pkg/websocket"
+	asmetrics "knative.dev/serving/pkg/autoscaler/metrics"
+	"knative.dev/serving/pkg/autoscaler/statserver"
+
+	"github.com/spright-dev/spright/pkg/eproxy"
+	"github.com/spright-dev/spright/pkg/gateway"
+	"github.com/spright-dev/spright/pkg/routing"
+	"github.com/spright-dev/spright/pkg/shm"
+)
+
+// startHolding is start() for a chain on which the gateway acts as the
+// activator (HoldTimeout > 0).
+func startHolding(t *testing.T, hold time.Duration, maxHeld int) *env {
+	t.Helper()
+	needRoot(t)
+	dir := t.TempDir()
+	pin := filepath.Join("/sys/fs/bpf", fmt.Sprintf("spright-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_")))
+	g, err := gateway.New(gateway.Config{ControlSocket: filepath.Join(dir, "ctl.sock"), PinDir: pin, Logger: testLogger(t), Name: "gw-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := g.AddChain(gateway.ChainConfig{
+		Name: "hello", ID: 1, Timeout: 10 * time.Second, HoldTimeout: hold, MaxHeld: maxHeld,
+		Pool: shm.Config{Slots: 16, SlotSize: 4096, NoHugePages: true},
+		Routing: routing.Spec{
+			Functions: []routing.FunctionSpec{{Name: "upper"}, {Name: "reverse"}},
+			Routes: []routing.Route{
+				{From: routing.GatewayName, Topic: "*", To: []string{"upper"}},
+				{From: "upper", Topic: "*", To: []string{"reverse"}},
+			},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(g.Handler(c))
+	t.Cleanup(func() {
+		srv.Close()
+		g.Close()
+		g.Unpin()
+	})
+	return &env{g: g, c: c, srv: srv, sock: filepath.Join(dir, "ctl.sock")}
+}
+
+type answer struct {
+	code int
+	body string
+}
+
+func postAsync(t *testing.T, url, body string) <-chan answer {
+	ch := make(chan answer, 1)
+	go func() {
+		resp, err := http.Post(url, "text/plain", strings.NewReader(body))
+		if err != nil {
+			ch <- answer{0, err.Error()}
+			return
+		}
+		defer resp.Body.Close()
+		buf := make([]byte, 4096)
+		n, _ := resp.Body.Read(buf)
+		ch <- answer{resp.StatusCode, string(buf[:n])}
+	}()
+	return ch
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestActivatorHoldsUntilAnInstanceJoins: a request to a chain whose entry
+// has no instance waits, and is answered once the functions register —
+// what a request to a member scaled to zero sees.
+func TestActivatorHoldsUntilAnInstanceJoins(t *testing.T) {
+	e := startHolding(t, 20*time.Second, 10)
+	a := e.c.Activation()
+	got := postAsync(t, e.srv.URL, "abc")
+	waitFor(t, 5*time.Second, "the request to be held", func() bool { return a.Held.Load() == 1 })
+	select {
+	case r := <-got:
+		t.Fatalf("answered before any instance joined: %d %q", r.code, r.body)
+	case <-time.After(200 * time.Millisecond):
+	}
+	e.fn(t, "reverse", reverse)
+	e.fn(t, "upper", upper)
+	select {
+	case r := <-got:
+		if r.code != 200 || r.body != "CBA" {
+			t.Fatalf("held request: %d %q, want 200 CBA", r.code, r.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("held request not delivered after the instances joined")
+	}
+	if a.Activated.Load() != 1 || a.HoldTimeouts.Load() != 0 {
+		t.Errorf("activated %d, timeouts %d", a.Activated.Load(), a.HoldTimeouts.Load())
+	}
+	if free, slots := e.c.Pool().FreeCount(), e.c.Pool().Slots(); free != int(slots) {
+		t.Errorf("pool: %d of %d slots free after the request", free, slots)
+	}
+}
+
+// TestActivatorBounds: the hold times out with 503, and a full hold queue
+// refuses at once; neither leaks a slot.
+func TestActivatorBounds(t *testing.T) {
+	e := startHolding(t, 700*time.Millisecond, 1)
+	a := e.c.Activation()
+	first := postAsync(t, e.srv.URL, "abc")
+	waitFor(t, 5*time.Second, "the first request to be held", func() bool { return a.Held.Load() == 1 })
+	start := time.Now()
+	code, body := post(t, e.srv.URL, "abc")
+	if code != 503 || !strings.Contains(body, "already waiting") {
+		t.Errorf("second request with a full hold queue: %d %q", code, body)
+	}
+	if time.Since(start) > 500*time.Millisecond {
+		t.Errorf("a full hold queue took %v to refuse", time.Since(start))
+	}
+	r := <-first
+	if r.code != 503 || !strings.Contains(r.body, `no instance of function "upper" became ready within 700ms`) {
+		t.Errorf("held request after the hold timeout: %d %q", r.code, r.body)
+	}
+	if a.HoldTimeouts.Load() != 1 || a.HoldRejected.Load() != 1 {
+		t.Errorf("timeouts %d, rejected %d", a.HoldTimeouts.Load(), a.HoldRejected.Load())
+	}
+	if free, slots := e.c.Pool().FreeCount(), e.c.Pool().Slots(); free != int(slots) {
+		t.Errorf("pool: %d of %d slots free", free, slots)
+	}
+}
+
+// TestActivatorPokesTheAutoscaler: a held request pushes a Stat for the
+// member's revision to Knative's real stat server, as the activator does
+// for a revision at zero.
+func TestActivatorPokesTheAutoscaler(t *testing.T) {
+	e := startHolding(t, 2*time.Second, 10)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	log := testLogger(t).Sugar()
+	stats := make(chan asmetrics.StatMessage, 16)
+	srv := statserver.New(addr, stats, log, nil)
+	go srv.ListenAndServe()
+	t.Cleanup(func() { srv.Shutdown(time.Second) })
+	conn := websocket.NewDurableSendingConnection("ws://"+addr, log)
+	t.Cleanup(func() { conn.Shutdown() })
+	waitFor(t, 10*time.Second, "websocket to the stat server", func() bool { return conn.Status() == nil })
+	e.g.EnableStatPush(eproxy.NewReporter(conn, testLogger(t)))
+	rev := types.NamespacedName{Namespace: "shop", Name: "upper-00001"}
+	e.g.SetRevisionChain(rev, gateway.ChainMember{Chain: "hello", Function: "upper"})
+
+	got := postAsync(t, e.srv.URL, "abc")
+	select {
+	case sm := <-stats:
+		if sm.Key != rev || sm.Stat.RequestCount != 1 || sm.Stat.AverageConcurrentRequests < 1 || sm.Stat.PodName != "gw-test" {
+			t.Errorf("poke: %+v", sm)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no Stat reached the autoscaler's stat server")
+	}
+	if r := <-got; r.code != 503 {
+		t.Errorf("no instance ever joined, yet %d %q", r.code, r.body)
+	}
+}
