@@ -23,11 +23,15 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/tools/clientcmd"
 	"knative.dev/pkg/websocket"
 
+	"github.com/spright-dev/spright/pkg/chainwatch"
 	"github.com/spright-dev/spright/pkg/control"
 	"github.com/spright-dev/spright/pkg/eproxy"
 	"github.com/spright-dev/spright/pkg/gateway"
+	"github.com/spright-dev/spright/pkg/shm"
 	"github.com/spright-dev/spright/pkg/standalone"
 )
 
@@ -51,6 +55,11 @@ func run() error {
 	listen := flag.String("listen", "127.0.0.1:8080", "HTTP address for chain traffic (Host header picks the chain; one chain: all traffic)")
 	admin := flag.String("admin-listen", "127.0.0.1:9091", "address for /metrics (empty: off)")
 	statURL := flag.String("stat-push-url", "", "autoscaler stat server to push pod Stats to, e.g. ws://autoscaler.knative-serving.svc.cluster.local:8080 (empty: off)")
+	kube := flag.Bool("kube", false, "Kubernetes mode: serve the cluster's Chain objects (published by the SPRIGHT controller) instead of -f files")
+	kubeconfig := flag.String("kubeconfig", "", "kubeconfig for --kube (empty: in-cluster config)")
+	hold := flag.Duration("hold-timeout", 30*time.Second, "--kube: how long a request waits for a chain member with no ready instance (the gateway acts as the activator)")
+	slots := flag.Uint("pool-slots", 1024, "--kube: slots per chain pool")
+	slotSize := flag.Uint("slot-size", 64<<10, "--kube: bytes per slot (largest request or response)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (eBPF, bpffs)")
@@ -60,7 +69,14 @@ func run() error {
 		return err
 	}
 	defer log.Sync()
-	g, err := gateway.New(gateway.Config{ControlSocket: *ctl, PinDir: *pin, Logger: log})
+	if *kube && len(chains) > 0 {
+		return errors.New("--kube and -f are exclusive: in Kubernetes mode chains come from the cluster")
+	}
+	name := os.Getenv("POD_NAME")
+	if name == "" {
+		name = "spright-gateway-" + os.Getenv("NODE_NAME")
+	}
+	g, err := gateway.New(gateway.Config{ControlSocket: *ctl, PinDir: *pin, Logger: log, Name: name})
 	if err != nil {
 		return err
 	}
@@ -105,7 +121,7 @@ func run() error {
 	}
 	defer func() { g.Close() }()
 
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := only
 		if c == nil {
 			host, _, err := net.SplitHostPort(r.Host)
@@ -120,6 +136,27 @@ func run() error {
 		}
 		g.Handler(c).ServeHTTP(w, r)
 	})
+	if *kube {
+		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+		if err != nil {
+			return fmt.Errorf("--kube: %w", err)
+		}
+		client, err := dynamic.NewForConfig(cfg)
+		if err != nil {
+			return fmt.Errorf("--kube: %w", err)
+		}
+		w := chainwatch.New(g, chainwatch.Options{
+			Pool:        shm.Config{Slots: uint32(*slots), SlotSize: uint32(*slotSize)},
+			HoldTimeout: *hold,
+		}, log)
+		go func() {
+			if err := w.Run(ctx, client); err != nil {
+				log.Error("chain watcher", zap.Error(err))
+				stop()
+			}
+		}()
+		handler = w.Handler()
+	}
 	srv := &http.Server{Addr: *listen, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -23,9 +23,9 @@ import (
 // and HoldRejected count requests that waited for an instance, were then
 // delivered, timed out, or were refused because MaxHeld were waiting.
 type Activation struct {
-	mu    sync.Mutex
-	ready map[uint8]chan struct{} // closed when an instance of the function joins
-	held  atomic.Int64
+	mu                                          sync.Mutex
+	ready                                       map[uint8]chan struct{} // closed when an instance of the function joins
+	held                                        atomic.Int64
 	Held, Activated, HoldTimeouts, HoldRejected atomic.Uint64
 }
 

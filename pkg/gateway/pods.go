@@ -31,6 +31,19 @@ func (g *Gateway) SetRevisionChain(rev types.NamespacedName, m ChainMember) {
 	g.revChains[rev] = m
 }
 
+// UnsetRevisionChain forgets a revision's chain membership (its pods that
+// register later are plain revisions).
+func (g *Gateway) UnsetRevisionChain(rev types.NamespacedName) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	delete(g.revChains, rev)
+}
+
+// RevisionChain returns the chain membership SetRevisionChain recorded.
+func (g *Gateway) RevisionChain(rev types.NamespacedName) (ChainMember, bool) {
+	return g.revisionChain(rev)
+}
+
 func (g *Gateway) revisionChain(rev types.NamespacedName) (ChainMember, bool) {
 	g.mu.RLock()
 	defer g.mu.RUnlock()

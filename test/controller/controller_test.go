@@ -12,7 +12,11 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -20,11 +24,14 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	apierrs "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"knative.dev/pkg/injection/sharedmain"
 	"knative.dev/pkg/signals"
 	"knative.dev/serving/pkg/apis/autoscaling"
@@ -32,12 +39,20 @@ import (
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 	servingclientset "knative.dev/serving/pkg/client/clientset/versioned"
 
+	"github.com/spright-dev/spright/internal/testlog"
 	"github.com/spright-dev/spright/pkg/apis/spright/v1alpha1"
+	"github.com/spright-dev/spright/pkg/chainwatch"
+	"github.com/spright-dev/spright/pkg/function"
+	"github.com/spright-dev/spright/pkg/gateway"
 	"github.com/spright-dev/spright/pkg/reconciler/chain"
+	"github.com/spright-dev/spright/pkg/shm"
 	"github.com/spright-dev/spright/test/envtest"
 )
 
-const controllerSA = "system:serviceaccount:spright-system:spright-controller"
+const (
+	controllerSA = "system:serviceaccount:spright-system:spright-controller"
+	gatewaySA    = "system:serviceaccount:spright-system:spright-gateway"
+)
 
 func configFiles(t *testing.T) []string {
 	t.Helper()
@@ -182,6 +197,52 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 		t.Error("a Service outside any chain was given a min-scale")
 	}
 
+	// A node gateway in Kubernetes mode, as its ServiceAccount, loads the
+	// chain; a request through the chain's host is held until the members
+	// register (the gateway acting as the activator), then answered by them.
+	gw, handler := startGateway(t, ctx, env.ConfigFor(gatewaySA, "system:serviceaccounts", "system:serviceaccounts:spright-system"))
+	eventually(t, 30*time.Second, "gateway loads chain shop", func() error {
+		if gw.watcher.Chain(types.NamespacedName{Namespace: ns, Name: "shop"}) == nil {
+			return fmt.Errorf("not loaded")
+		}
+		return nil
+	})
+	if m, ok := gw.g.RevisionChain(types.NamespacedName{Namespace: ns, Name: "cart-00001"}); !ok || m.Chain != "shop/shop" || m.Function != "cart" {
+		t.Errorf("revision cart-00001 maps to %+v (%v)", m, ok)
+	}
+	srv := httptest.NewServer(handler)
+	defer srv.Close()
+	answer := make(chan string, 1)
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, srv.URL, strings.NewReader("abc"))
+		req.Host = "shop-chain.shop.svc.cluster.local"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			answer <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		answer <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+	}()
+	c := gw.watcher.Chain(types.NamespacedName{Namespace: ns, Name: "shop"})
+	eventually(t, 10*time.Second, "request held for the entry", func() error {
+		if c.Activation().Held.Load() != 1 {
+			return fmt.Errorf("held %d", c.Activation().Held.Load())
+		}
+		return nil
+	})
+	gw.function(t, ctx, "shop/shop", "cart", func(m *function.Message) error { reverseBytes(m.Payload()); return nil })
+	gw.function(t, ctx, "shop/shop", "frontend", func(m *function.Message) error { upperBytes(m.Payload()); return nil })
+	select {
+	case got := <-answer:
+		if got != "200 CBA" {
+			t.Errorf("chain answered %q, want 200 CBA", got)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("held request not answered after the members registered")
+	}
+
 	// A new revision of a member is published.
 	r := &servingv1.Revision{ObjectMeta: metav1.ObjectMeta{Name: "cart-00002", Namespace: ns,
 		Labels: map[string]string{serving.ServiceLabelKey: "cart"}}}
@@ -307,4 +368,67 @@ func functionsString(s v1alpha1.ChainSpec) string {
 		parts = append(parts, f.Name+"["+strings.Join(f.Revisions, ",")+"]")
 	}
 	return strings.Join(parts, " ")
+}
+
+type nodeGateway struct {
+	g       *gateway.Gateway
+	watcher *chainwatch.Watcher
+	sock    string
+}
+
+// startGateway runs a node gateway in Kubernetes mode (pkg/chainwatch) with
+// the given identity. Needs root (eBPF).
+func startGateway(t *testing.T, ctx context.Context, cfg *rest.Config) (*nodeGateway, http.Handler) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the gateway needs root (eBPF, bpffs)")
+	}
+	log := testlog.CleanupLogger(t, zapcore.InfoLevel)
+	dir := t.TempDir()
+	pin := fmt.Sprintf("/sys/fs/bpf/spright-ctrltest-%d", os.Getpid())
+	g, err := gateway.New(gateway.Config{ControlSocket: filepath.Join(dir, "ctl.sock"), PinDir: pin, Logger: log, Name: "gateway-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w := chainwatch.New(g, chainwatch.Options{Pool: shm.Config{Slots: 64, SlotSize: 4096, NoHugePages: true}, HoldTimeout: 20 * time.Second}, log)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(wctx, dynamic.NewForConfigOrDie(cfg)) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		g.Close()
+		g.Unpin()
+	})
+	return &nodeGateway{g: g, watcher: w, sock: filepath.Join(dir, "ctl.sock")}, w.Handler()
+}
+
+// function registers an SDK function instance with the gateway.
+func (n *nodeGateway) function(t *testing.T, ctx context.Context, chain, name string, h function.HandlerFunc) {
+	t.Helper()
+	in, err := function.Register(function.Options{ControlSocket: n.sock, Chain: chain, Function: name, Logger: testlog.CleanupLogger(t, zapcore.InfoLevel), Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); in.Serve(fctx, h) }()
+	t.Cleanup(func() { cancel(); <-done; in.Close() })
+}
+
+func upperBytes(p []byte) {
+	for i, c := range p {
+		if 'a' <= c && c <= 'z' {
+			p[i] = c - 32
+		}
+	}
+}
+
+func reverseBytes(p []byte) {
+	for i, j := 0, len(p)-1; i < j; i, j = i+1, j-1 {
+		p[i], p[j] = p[j], p[i]
+	}
 }

@@ -530,7 +530,7 @@ func TestReconcileOnlineBoutique(t *testing.T) {
 		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop", withSpec("frontend", fns, routes...), withValid(), withRouted("")))},
 	}})
 	// And the published spec loads into the gateway's route table.
-	if err := RoutingSpec(c.Spec).Validate(); err != nil {
+	if err := c.Spec.RoutingSpec().Validate(); err != nil {
 		t.Fatalf("published spec does not load: %v", err)
 	}
 }

@@ -19,7 +19,6 @@ import (
 
 	"github.com/spright-dev/spright/pkg/apis/spright/v1alpha1"
 	"github.com/spright-dev/spright/pkg/chainspec"
-	"github.com/spright-dev/spright/pkg/routing"
 )
 
 // Labels and headers the controller sets.
@@ -241,19 +240,6 @@ type chainOwner struct{ *v1alpha1.Chain }
 
 func (o chainOwner) GetGroupVersionKind() schema.GroupVersionKind {
 	return v1alpha1.SchemeGroupVersion.WithKind(v1alpha1.Kind)
-}
-
-// RoutingSpec converts a published Chain spec to the gateway's routing
-// spec (what pkg/routing loads into the pool's route table).
-func RoutingSpec(s v1alpha1.ChainSpec) routing.Spec {
-	var out routing.Spec
-	for _, f := range s.Functions {
-		out.Functions = append(out.Functions, routing.FunctionSpec{Name: f.Name})
-	}
-	for _, r := range s.Routes {
-		out.Routes = append(out.Routes, routing.Route{From: r.From, Topic: r.Topic, To: append([]string(nil), r.To...)})
-	}
-	return out
 }
 
 type apisURL = apis.URL

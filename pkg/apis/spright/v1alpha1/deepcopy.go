@@ -83,3 +83,13 @@ func (s *ChainStatus) DeepCopy() *ChainStatus {
 	s.DeepCopyInto(out)
 	return out
 }
+
+// DeepCopy returns a copy of s.
+func (s *ChainSpec) DeepCopy() *ChainSpec {
+	if s == nil {
+		return nil
+	}
+	out := new(ChainSpec)
+	s.DeepCopyInto(out)
+	return out
+}

@@ -1,0 +1,243 @@
+package chainwatch
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/spright-dev/spright/pkg/apis/spright/v1alpha1"
+	"github.com/spright-dev/spright/pkg/gateway"
+	"github.com/spright-dev/spright/pkg/shm"
+)
+
+// ChainHeader is the header the chain's KIngress appends ("namespace/chain").
+const ChainHeader = "Spright-Chain"
+
+// Options configure the chains a Watcher adds.
+type Options struct {
+	// Pool is the geometry of every chain's pool.
+	Pool shm.Config
+	// Timeout bounds a request from dispatch to response.
+	Timeout time.Duration
+	// HoldTimeout and MaxHeld: the gateway holds requests for a member with
+	// no instance this long (activator behaviour); 0 means 30s.
+	HoldTimeout time.Duration
+	MaxHeld     int
+	// Mode is the descriptor transport (gateway.ModeSkMsg by default).
+	Mode string
+}
+
+// Watcher applies Chain objects to a gateway.
+type Watcher struct {
+	g    *gateway.Gateway
+	opts Options
+	log  *zap.Logger
+
+	mu     sync.RWMutex
+	chains map[types.NamespacedName]*loaded
+	nextID uint16
+
+	// Stale counts Chain updates whose functions or routes differ from
+	// what the gateway loaded (they apply after a restart).
+	Stale atomic.Uint64
+}
+
+type loaded struct {
+	chain *gateway.Chain
+	spec  v1alpha1.ChainSpec
+	revs  []types.NamespacedName
+}
+
+// New returns a Watcher for g.
+func New(g *gateway.Gateway, opts Options, log *zap.Logger) *Watcher {
+	if opts.HoldTimeout <= 0 {
+		opts.HoldTimeout = 30 * time.Second
+	}
+	if opts.Pool.Slots == 0 {
+		opts.Pool.Slots = 1024
+	}
+	if opts.Pool.SlotSize == 0 {
+		opts.Pool.SlotSize = 64 << 10
+	}
+	return &Watcher{g: g, opts: opts, log: log, chains: map[types.NamespacedName]*loaded{}}
+}
+
+// GatewayName is the gateway's name for a namespace's chain.
+func GatewayName(key types.NamespacedName) string { return key.Namespace + "/" + key.Name }
+
+// Apply loads or updates one Chain.
+func (w *Watcher) Apply(c *v1alpha1.Chain) error {
+	key := types.NamespacedName{Namespace: c.Namespace, Name: c.Name}
+	if c.Spec.Entry == "" {
+		return nil // never valid: nothing to serve (its status says why)
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l := w.chains[key]
+	if l == nil {
+		spec := c.Spec.RoutingSpec()
+		if err := spec.Validate(); err != nil {
+			return fmt.Errorf("chain %s: published spec does not load: %w", key, err)
+		}
+		w.nextID++
+		gc, err := w.g.AddChain(gateway.ChainConfig{
+			Name: GatewayName(key), ID: w.nextID, Mode: w.opts.Mode,
+			Pool: w.opts.Pool, Routing: spec, Timeout: w.opts.Timeout,
+			HoldTimeout: w.opts.HoldTimeout, MaxHeld: w.opts.MaxHeld,
+		})
+		if err != nil {
+			return fmt.Errorf("chain %s: %w", key, err)
+		}
+		l = &loaded{chain: gc, spec: *c.Spec.DeepCopy()}
+		w.chains[key] = l
+		w.log.Info("chain loaded", zap.String("chain", key.String()), zap.String("entry", c.Spec.Entry), zap.Int("functions", len(c.Spec.Functions)))
+	} else if !reflect.DeepEqual(l.spec.Routes, c.Spec.Routes) || !sameFunctions(l.spec.Functions, c.Spec.Functions) || l.spec.Entry != c.Spec.Entry {
+		w.Stale.Add(1)
+		w.log.Warn("chain's functions or routes changed: the gateway keeps the loaded table until it restarts", zap.String("chain", key.String()))
+	}
+	// Revisions: map the current ones, unmap those gone.
+	var revs []types.NamespacedName
+	for _, f := range c.Spec.Functions {
+		for _, r := range f.Revisions {
+			rev := types.NamespacedName{Namespace: c.Namespace, Name: r}
+			revs = append(revs, rev)
+			w.g.SetRevisionChain(rev, gateway.ChainMember{Chain: GatewayName(key), Function: f.Name})
+		}
+	}
+	for _, old := range l.revs {
+		if !contains(revs, old) {
+			w.g.UnsetRevisionChain(old)
+		}
+	}
+	l.revs = revs
+	return nil
+}
+
+// Delete stops routing a deleted Chain and unmaps its revisions.
+func (w *Watcher) Delete(key types.NamespacedName) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	l := w.chains[key]
+	if l == nil {
+		return
+	}
+	for _, r := range l.revs {
+		w.g.UnsetRevisionChain(r)
+	}
+	delete(w.chains, key)
+	w.log.Info("chain deleted", zap.String("chain", key.String()))
+}
+
+// Chain returns the loaded chain for key.
+func (w *Watcher) Chain(key types.NamespacedName) *gateway.Chain {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	if l := w.chains[key]; l != nil {
+		return l.chain
+	}
+	return nil
+}
+
+// Lookup returns the chain an HTTP request is for, or nil.
+func (w *Watcher) Lookup(r *http.Request) *gateway.Chain {
+	if h := r.Header.Get(ChainHeader); h != "" {
+		if ns, name, ok := strings.Cut(h, "/"); ok {
+			return w.Chain(types.NamespacedName{Namespace: ns, Name: name})
+		}
+		return nil
+	}
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	labels := strings.Split(host, ".")
+	if len(labels) < 2 {
+		return nil
+	}
+	if name, ok := strings.CutSuffix(labels[0], "-chain"); ok {
+		if c := w.Chain(types.NamespacedName{Namespace: labels[1], Name: name}); c != nil {
+			return c
+		}
+	}
+	return w.Chain(types.NamespacedName{Namespace: labels[1], Name: labels[0]})
+}
+
+// Handler serves chain traffic, picking the chain per request.
+func (w *Watcher) Handler() http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		c := w.Lookup(r)
+		if c == nil {
+			http.Error(rw, fmt.Sprintf("no chain for host %q on this gateway", r.Host), http.StatusNotFound)
+			return
+		}
+		w.g.Handler(c).ServeHTTP(rw, r)
+	})
+}
+
+// Run watches Chains in every namespace until ctx ends.
+func (w *Watcher) Run(ctx context.Context, client dynamic.Interface) error {
+	inf := dynamicinformer.NewDynamicSharedInformerFactory(client, 10*time.Hour).ForResource(v1alpha1.ChainResource).Informer()
+	apply := func(obj interface{}) {
+		u, ok := obj.(*unstructured.Unstructured)
+		if !ok {
+			return
+		}
+		c, err := v1alpha1.FromUnstructured(u)
+		if err == nil {
+			err = w.Apply(c)
+		}
+		if err != nil {
+			w.log.Error("applying chain", zap.Error(err))
+		}
+	}
+	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    apply,
+		UpdateFunc: func(_, n interface{}) { apply(n) },
+		DeleteFunc: func(obj interface{}) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if u, ok := obj.(*unstructured.Unstructured); ok {
+				w.Delete(types.NamespacedName{Namespace: u.GetNamespace(), Name: u.GetName()})
+			}
+		},
+	}); err != nil {
+		return err
+	}
+	inf.Run(ctx.Done())
+	return nil
+}
+
+func sameFunctions(a, b []v1alpha1.ChainFunction) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Name != b[i].Name {
+			return false
+		}
+	}
+	return true
+}
+
+func contains(list []types.NamespacedName, x types.NamespacedName) bool {
+	for _, y := range list {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
