@@ -189,6 +189,7 @@ func TestPodWebhookOnRealAPIServer(t *testing.T) {
 		ServiceName: "localhost", // see the package comment
 		SecretName:  podsocket.DefaultSecretName,
 		Port:        port,
+		GracePeriod: time.Second, // drain on shutdown: 45 s by default
 	})
 	done := make(chan struct{})
 	go func() {
