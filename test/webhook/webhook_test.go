@@ -17,6 +17,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -175,22 +176,37 @@ func TestPodWebhookOnRealAPIServer(t *testing.T) {
 	}
 
 	// The webhook, in-process, as its ServiceAccount: the RBAC of
-	// 600-webhook.yaml is what it gets.
-	cfg := env.ConfigFor(webhookSA, "system:serviceaccounts", "system:serviceaccounts:"+systemNS)
+	// 600-webhook.yaml is what it gets, and the environment of its
+	// Deployment, except the service name and port (see the package comment).
+	dep, err := kc.AppsV1().Deployments(systemNS).Get(bg, "spright-webhook", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range dep.Spec.Template.Spec.Containers[0].Env {
+		if e.ValueFrom == nil {
+			t.Setenv(e.Name, e.Value)
+		}
+	}
 	t.Setenv("SYSTEM_NAMESPACE", systemNS)
+	t.Setenv(podsocket.EnvServiceName, "localhost")
+	t.Setenv("WEBHOOK_PORT", strconv.Itoa(port))
 	t.Setenv("PROFILING_PORT", strconv.Itoa(freePort(t)))
 	t.Setenv("METRICS_PROMETHEUS_PORT", strconv.Itoa(freePort(t)))
-	t.Setenv("METRICS_DOMAIN", "spright.dev/webhook")
-	opts := podsocket.Options{WebhookName: podsocket.WebhookName, Path: podsocket.Path}
-	g := gid
-	opts.Config.ControlGroup = &g
+	if got := os.Getenv(podsocket.EnvControlGID); got != strconv.FormatInt(gid, 10) {
+		t.Fatalf("600-webhook.yaml: %s = %q, want %d", podsocket.EnvControlGID, got, gid)
+	}
+	opts, err := podsocket.OptionsFromEnv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	wopts := podsocket.WebhookOptionsFromEnv()
+	wopts.GracePeriod = time.Second // drain on shutdown: 45 s by default
+	if wopts.SecretName != "spright-webhook-certs" || wopts.ServiceName != "localhost" || wopts.Port != port {
+		t.Fatalf("webhook options %+v", wopts)
+	}
+	cfg := env.ConfigFor(webhookSA, "system:serviceaccounts", "system:serviceaccounts:"+systemNS)
 	ctx, cancel := context.WithCancel(signals.NewContext())
-	ctx = webhook.WithOptions(ctx, webhook.Options{
-		ServiceName: "localhost", // see the package comment
-		SecretName:  podsocket.DefaultSecretName,
-		Port:        port,
-		GracePeriod: time.Second, // drain on shutdown: 45 s by default
-	})
+	ctx = webhook.WithOptions(ctx, wopts)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
