@@ -96,7 +96,7 @@ func Dial(path string) (*Conn, error) {
 // Listen creates the control socket at path (replacing a stale one) with
 // mode 0660: only root and the socket's group can register functions.
 func Listen(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(dirOf(path), 0o750); err != nil {
+	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	_ = os.Remove(path)
