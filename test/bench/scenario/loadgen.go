@@ -194,3 +194,6 @@ func wrkEntry(system string, conc int, w *benchutil.WrkResult, u cpuUse) Entry {
 	fillCPU(&en, u, loadgen)
 	return en
 }
+
+// probeHTTP sends readiness probes on fresh connections.
+var probeHTTP = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}}
