@@ -13,6 +13,9 @@ import (
 type Group struct {
 	Class string
 	PIDs  []int
+	// Retired is the CPU (clock ticks) of processes of this class that
+	// have exited, as last read before they were stopped; it only grows.
+	Retired uint64
 }
 
 // Groups returns the current process classes of a system (they may change
@@ -26,6 +29,8 @@ type cpuSnap struct {
 	host  benchutil.HostCPU
 	self  uint64
 	procs map[benchutil.ProcKey]classed
+	// retired is Group.Retired by class.
+	retired map[string]uint64
 }
 
 type classed struct {
@@ -43,7 +48,7 @@ func snapshot(groups []Group) (cpuSnap, error) {
 	if err != nil {
 		return cpuSnap{}, err
 	}
-	s := cpuSnap{at: time.Now(), host: host, procs: map[benchutil.ProcKey]classed{}}
+	s := cpuSnap{at: time.Now(), host: host, procs: map[benchutil.ProcKey]classed{}, retired: map[string]uint64{}}
 	byPID := map[int]benchutil.Stat{}
 	children := map[int][]int{}
 	for _, st := range all {
@@ -55,6 +60,7 @@ func snapshot(groups []Group) (cpuSnap, error) {
 		s.self = st.CPUTicks()
 	}
 	for _, g := range groups {
+		s.retired[g.Class] += g.Retired
 		queue := append([]int{}, g.PIDs...)
 		for len(queue) > 0 {
 			pid := queue[0]
@@ -107,11 +113,24 @@ func diff(a, b cpuSnap, tick time.Duration) cpuUse {
 		}
 		u.ByClass[pb.class] += cores(d)
 	}
+	// Retired processes: their whole CPU was added to retired when they
+	// were stopped; what they had at a was already counted before.
+	retired := map[string]uint64{}
+	for c, rb := range b.retired {
+		if ra := a.retired[c]; rb > ra {
+			retired[c] = rb - ra
+		}
+	}
 	for k, pa := range a.procs {
 		if _, ok := b.procs[k]; !ok {
 			u.Exited++
-			u.ByClass[pa.class] += 0 // keep the class visible
+			if r := retired[pa.class]; r > 0 {
+				retired[pa.class] = r - min(r, pa.ticks)
+			}
 		}
+	}
+	for c, r := range retired {
+		u.ByClass[c] += cores(r)
 	}
 	for _, v := range u.ByClass {
 		u.Total += v

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -35,18 +36,37 @@ type Scenario struct {
 	// Tools are Debian packages the scenario needs (binary name → package).
 	Tools map[string]string
 	Run   func(ctx context.Context, e *Env, f *File) error
+	// External scenarios write their own <name>.json (when Run returns
+	// errExternalWrote); the runner then only reads it back.
+	External bool
 }
 
 var registry []*Scenario
 
 func register(s *Scenario) { registry = append(registry, s) }
 
+// order is the order `make bench` runs the scenarios in.
+var order = []string{"sidecar", "chain2", "boutique", "motion", "parking", "xdp"}
+
+func rank(name string) int {
+	for i, n := range order {
+		if n == name {
+			return i
+		}
+	}
+	return len(order)
+}
+
 // All lists the scenarios in the order `make bench` runs them.
-func All() []*Scenario { return registry }
+func All() []*Scenario {
+	out := append([]*Scenario(nil), registry...)
+	sort.SliceStable(out, func(i, j int) bool { return rank(out[i].Name) < rank(out[j].Name) })
+	return out
+}
 
 // Lookup finds a scenario by name.
 func Lookup(name string) (*Scenario, bool) {
-	for _, s := range registry {
+	for _, s := range All() {
 		if s.Name == name {
 			return s, true
 		}
@@ -57,7 +77,7 @@ func Lookup(name string) (*Scenario, bool) {
 // Names are the registered scenario names.
 func Names() []string {
 	var out []string
-	for _, s := range registry {
+	for _, s := range All() {
 		out = append(out, s.Name)
 	}
 	return out
@@ -257,10 +277,26 @@ func Run(ctx context.Context, o *Options, names []string) error {
 		start := time.Now()
 		err := s.Run(ctx, e, f)
 		f.DurationS = time.Since(start).Seconds()
-		if err != nil {
+		if err != nil && !errors.Is(err, errExternalWrote) {
 			f.Problems = append(f.Problems, err.Error())
 		}
-		if werr := f.Write(o.Out); werr != nil {
+		if s.External && errors.Is(err, errExternalWrote) {
+			rf, rerr := ReadFile(filepath.Join(o.Out, s.Name+".json"))
+			if rerr != nil {
+				f.Problems = []string{fmt.Sprintf("%s wrote no readable results: %v", s.Name, rerr)}
+				if werr := f.Write(o.Out); werr != nil {
+					return werr
+				}
+			} else {
+				f = rf
+				if err != errExternalWrote { // joined with the program's exit status
+					f.Problems = append(f.Problems, err.Error())
+				}
+				if werr := f.WriteCSV(filepath.Join(o.Out, s.Name+".csv")); werr != nil {
+					return werr
+				}
+			}
+		} else if werr := f.Write(o.Out); werr != nil {
 			return werr
 		}
 		e.Logf("=== %s done in %.0fs: %d entries, %d problem(s); wrote %s", s.Name, f.DurationS, len(f.Entries), len(f.Problems),

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spright-dev/spright/test/bench/internal/benchutil"
 	"github.com/spright-dev/spright/test/bench/internal/sidecar"
 )
 
@@ -64,6 +65,8 @@ type knativePath struct {
 	qpEnv  sidecar.QueueProxyEnv
 
 	mu sync.Mutex // pods' processes (cold starts)
+	// retired is the CPU ticks of stopped pods' processes by class.
+	retired map[string]uint64
 	// problems seen while running (stop adds them to the file).
 	problems []string
 }
@@ -86,7 +89,7 @@ func startKnative(ctx context.Context, e *Env, fns []FnSpec, chains map[string][
 		return nil, err
 	}
 	knSeq++
-	k := &knativePath{e: e, byName: map[string]*pod{}, chains: chains, httpfn: httpfn, qpBin: qp}
+	k := &knativePath{e: e, byName: map[string]*pod{}, retired: map[string]uint64{}, chains: chains, httpfn: httpfn, qpBin: qp}
 	k.dir = filepath.Join(e.Tmp, fmt.Sprintf("knative-%d", knSeq))
 	for _, d := range []string{"tmp/body", "tmp/proxy", "tmp/fcgi", "tmp/uwsgi", "tmp/scgi", "logs"} {
 		if err := os.MkdirAll(filepath.Join(k.dir, d), 0o755); err != nil {
@@ -305,6 +308,14 @@ func (k *knativePath) scaleToZero() {
 }
 
 func (k *knativePath) stopPod(p *pod) {
+	// Keep the CPU the processes used: once they exit /proc forgets it.
+	for class, x := range map[string]*sidecar.Process{"queue-proxy": p.qp, "functions": p.fn} {
+		if x != nil {
+			if st, err := benchutil.Proc.Stat(x.PID); err == nil {
+				k.retired[class] += st.CPUTicks()
+			}
+		}
+	}
 	if p.qp != nil {
 		// queue-proxy drains for 30s on SIGTERM; a pod being scaled
 		// down here is idle, so 200ms is plenty.
@@ -365,7 +376,7 @@ func (k *knativePath) groups() []Group {
 			fns = append(fns, p.fn.PID)
 		}
 	}
-	g := []Group{{Class: "queue-proxy", PIDs: qps}, {Class: "functions", PIDs: fns}}
+	g := []Group{{Class: "queue-proxy", PIDs: qps, Retired: k.retired["queue-proxy"]}, {Class: "functions", PIDs: fns, Retired: k.retired["functions"]}}
 	if k.nginx != nil {
 		g = append(g, Group{Class: "nginx", PIDs: []int{k.nginx.Process.Pid}})
 	}
