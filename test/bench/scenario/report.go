@@ -2,9 +2,9 @@ package scenario
 
 import (
 	"errors"
-	"math"
 	"fmt"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
