@@ -17,7 +17,16 @@ import (
 
 func savePlot(p *plot.Plot, dir, name string) (string, error) {
 	p.Legend.Top = true
-	if err := p.Save(7*vg.Inch, 4*vg.Inch, filepath.Join(dir, name)); err != nil {
+	// Headroom above the data for the legend; linear axes start at 0.
+	if _, log := p.Y.Scale.(plot.LogScale); log {
+		p.Y.Max *= 8
+	} else {
+		if p.Y.Min > 0 {
+			p.Y.Min = 0
+		}
+		p.Y.Max = p.Y.Min + (p.Y.Max-p.Y.Min)*1.4
+	}
+	if err := p.Save(8*vg.Inch, 5*vg.Inch, filepath.Join(dir, name)); err != nil {
 		return "", fmt.Errorf("plot %s: %w", name, err)
 	}
 	return name, nil
@@ -87,7 +96,7 @@ func sweepPlots(f *File, dir string) ([]string, error) {
 	for _, m := range metrics {
 		p := plot.New()
 		p.Title.Text = f.Title + "\n" + m.title
-		p.X.Label.Text = "concurrency (connections)"
+		concurrencyAxis(p, f)
 		p.Y.Label.Text = m.y
 		if m.log {
 			p.Y.Scale = plot.LogScale{}
@@ -159,13 +168,15 @@ func ratioPlot(f *File, dir string, rows []ratioRow) (string, error) {
 		v    func(ratioRow) float64
 	}{
 		{"rps", func(r ratioRow) float64 { return r.RPS }},
+		{"p95 latency", func(r ratioRow) float64 { return r.P95 }},
 		{"p99 latency", func(r ratioRow) float64 { return r.P99 }},
 		{"cpu cores", func(r ratioRow) float64 { return r.CPU }},
 		{"cpu/request", func(r ratioRow) float64 { return r.CPUPerReq }},
 	}
 	colors := []color.Color{
 		color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}, color.RGBA{R: 0xd6, G: 0x27, B: 0x28, A: 0xff},
-		color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}, color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
+		color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}, color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+		color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff},
 	}
 	pairs := []string{}
 	seen := map[string]bool{}
@@ -177,7 +188,7 @@ func ratioPlot(f *File, dir string, rows []ratioRow) (string, error) {
 		}
 	}
 	if sweep {
-		p.X.Label.Text = "concurrency (connections)"
+		concurrencyAxis(p, f)
 		for pi, pr := range pairs {
 			for mi, m := range metrics {
 				var xys plotter.XYs
@@ -330,4 +341,19 @@ func labelBars(f *File, dir, file, title string, v func(Entry) float64) (string,
 	}
 	p.NominalX(labels...)
 	return savePlot(p, dir, file)
+}
+
+// concurrencyAxis is a log x axis ticked at the concurrencies measured.
+func concurrencyAxis(p *plot.Plot, f *File) {
+	p.X.Label.Text = "concurrency (connections, log scale)"
+	p.X.Scale = plot.LogScale{}
+	seen := map[int]bool{}
+	var ticks []plot.Tick
+	for _, e := range f.Entries {
+		if e.Concurrency > 0 && !seen[e.Concurrency] {
+			seen[e.Concurrency] = true
+			ticks = append(ticks, plot.Tick{Value: float64(e.Concurrency), Label: fmt.Sprint(e.Concurrency)})
+		}
+	}
+	p.X.Tick.Marker = plot.ConstantTicks(ticks)
 }
