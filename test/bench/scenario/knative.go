@@ -407,6 +407,8 @@ func (k *knativePath) stop(f *File) {
 		}
 		if err := p.ns.Delete(); err != nil {
 			k.problems = append(k.problems, err.Error())
+		} else if p.ns.Exists() {
+			k.problems = append(k.problems, "leftover network namespace "+p.ns.Name)
 		}
 	}
 	if b, err := os.ReadFile(filepath.Join(k.dir, "logs/error.log")); err == nil {

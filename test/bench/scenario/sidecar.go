@@ -45,7 +45,8 @@ func runSidecar(ctx context.Context, e *Env, f *File) error {
 			"(without it queue-proxy v0.42.2 aborts a few percent of answers to 10 KB POSTs, knative/serving#12387).",
 		fmt.Sprintf("POST bodies: %s, drawn per request. Per system: idle CPU over %v, %v warm-up, wrk for %v at concurrency %v; "+
 			"after each run both body sizes are checked to come back upper-cased. extra.sidecar_us_per_request is the sidecar process's "+
-			"own CPU per request (for eproxy, plus the node agent's).", benchutil.DescribeMix(benchutil.PaperMix), idle, warm, dur, conc),
+			"own CPU per request (for eproxy, plus the node agent's); *_cycles_per_request_est are CPU time × the clock /proc/cpuinfo reports "+
+			"(an estimate, not a PMU count).", benchutil.DescribeMix(benchutil.PaperMix), idle, warm, dur, conc),
 	}
 	f.Settings = map[string]any{"concurrency": conc, "duration_s": dur.Seconds(), "idle_s": idle.Seconds(), "mix": benchutil.PaperMix,
 		"sidecar_env": env.Environ()}
@@ -232,12 +233,23 @@ func sidecarSystem(ctx context.Context, e *Env, f *File, sys, httpfn string, env
 		}
 		return nil
 	}
+	mhz := cpuMHz()
 	p.Extra = func(en *Entry, u cpuUse) {
+		en.Extra = map[string]float64{}
+		if mhz > 0 && en.Requests > 0 {
+			en.Extra["cycles_per_request_est"] = en.CPUUsPerRequest * mhz
+		}
 		if sys == SysDirect || en.Requests == 0 {
 			return
 		}
 		c := u.ByClass[sys] + u.ByClass["node-agent"]
-		en.Extra = map[string]float64{"sidecar_us_per_request": c * u.Wall.Seconds() / float64(en.Requests) * 1e6, "sidecar_cores": c}
+		us := c * u.Wall.Seconds() / float64(en.Requests) * 1e6
+		en.Extra["sidecar_us_per_request"], en.Extra["sidecar_cores"] = us, c
+		if mhz > 0 {
+			// Estimated: CPU time × the clock /proc/cpuinfo reports,
+			// not a PMU count (the VM exposes no cycle counter).
+			en.Extra["sidecar_cycles_per_request_est"] = us * mhz
+		}
 	}
 	e.Logf("%s: up in netns %s at %s", sys, ns.Name, url)
 	err = runWrkPlan(ctx, e, f, p)
@@ -273,4 +285,21 @@ func sidecarLogErrors(path string) string {
 		first = first[:300] + "..."
 	}
 	return fmt.Sprintf("%d error line(s) in its log; first: %s", n, first)
+}
+
+// cpuMHz is the first "cpu MHz" of /proc/cpuinfo (0 if absent).
+func cpuMHz() float64 {
+	b, err := os.ReadFile("/proc/cpuinfo")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if ok && strings.TrimSpace(k) == "cpu MHz" {
+			var f float64
+			fmt.Sscan(strings.TrimSpace(v), &f)
+			return f
+		}
+	}
+	return 0
 }
