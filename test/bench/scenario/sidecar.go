@@ -222,7 +222,9 @@ func sidecarSystem(ctx context.Context, e *Env, f *File, sys, httpfn string, env
 		return nil
 	}
 	if err := check(ctx); err != nil {
-		return err
+		// Recorded (the run fails), but the system is still measured:
+		// one wrong answer does not make its throughput meaningless.
+		f.Problems = append(f.Problems, fmt.Sprintf("%s: before the runs: %v", sys, err))
 	}
 	p.System, p.URL, p.Prefix, p.Groups, p.Probe = sys, url, ns.Prefix(), groups, check
 	p.Alive = func() error {
