@@ -242,6 +242,10 @@ func Report(dir, md string) error {
 		if f.Quick {
 			w("> Quick (smoke) run: shortened windows, not a measurement.\n\n")
 		}
+		if o, n := otherCPU(f); n > 0 && o > contaminated {
+			w("> Contaminated: the rest of the host (not the system, not the load generator) used %s cores on average during "+
+				"this scenario's windows (*other* column); its figures are not those of a quiet machine.\n\n", num(o))
+		}
 		w("Run %s for %.0f s: `%s`. Raw data: [%s.json](results/%s.json), [%s.csv](results/%s.csv).\n\n",
 			f.Started.Format("2006-01-02 15:04 UTC"), f.DurationS, f.Command, n, n, n, n)
 		if len(f.Method) > 0 {
@@ -408,4 +412,23 @@ func plotsFor(f *File, dir string) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// contaminated is the average "other" CPU (cores) above which a
+// scenario's section says the host was busy with something else.
+const contaminated = 0.25
+
+// otherCPU is the mean other_cpu_cores over the entries that measured CPU.
+func otherCPU(f *File) (mean float64, n int) {
+	var sum float64
+	for _, e := range f.Entries {
+		if e.CPUByClass != nil {
+			sum += e.OtherCPUCores
+			n++
+		}
+	}
+	if n == 0 {
+		return 0, 0
+	}
+	return sum / float64(n), n
 }
