@@ -6,7 +6,7 @@ LISTEN    ?= 127.0.0.1:8080
 HUGEPAGES ?= 128
 FUZZTIME  ?= 30s
 
-.PHONY: all build generate check-generate test test-short bench run hugepages fuzz vet clean ko-resolve
+.PHONY: all build generate check-generate test test-short bench bench-quick run hugepages fuzz vet clean ko-resolve
 
 all: build
 
@@ -42,11 +42,14 @@ hugepages:
 run: build hugepages
 	$(BIN)/spright run -f $(CHAIN) --listen $(LISTEN)
 
-# Throughput, latency and CPU of the hello chain under wrk (sk_msg and poll),
-# then one HTTP function behind the real queue-proxy and behind EPROXY.
+# The benchmark suite (test/bench/README.md): every scenario against the
+# Knative path, then test/bench/RESULTS.md and the plots from the JSON.
+# One scenario: make bench BENCHFLAGS=chain2 (or spright bench chain2).
 bench: hugepages
-	$(GO) run ./test/bench/hello $(BENCHFLAGS)
-	BIN=$(BIN) hack/bench-sidecar.sh $(BENCHFLAGS)
+	$(GO) run ./test/bench $(BENCHFLAGS)
+
+bench-quick: hugepages
+	$(GO) run ./test/bench --quick $(BENCHFLAGS)
 
 # Fixed-time fuzzing campaigns on the parsers (seeds in testdata/).
 fuzz:

@@ -6,6 +6,7 @@
 // `run` is standalone mode (DESIGN §7): gateway, eBPF datapath and one
 // process per function instance, each in its own network namespace.
 // `function` is the sample function binary those processes run.
+// `bench` runs the benchmark suite from the source tree (test/bench).
 package main
 
 import (
@@ -31,6 +32,7 @@ Usage:
               [--mqtt-listen ADDR] [--coap-listen ADDR]
   spright function --chain NAME --function NAME [--behavior B] [--service-time D] [--control SOCK]
   spright behaviors
+  spright bench [--quick] [SCENARIO...]   (from the source tree: go run ./test/bench)
 
 Run as root on Linux >= 5.15 with BTF.
 `
@@ -46,6 +48,8 @@ func main() {
 		err = cmdRun(os.Args[2:])
 	case "function":
 		err = cmdFunction(os.Args[2:])
+	case "bench":
+		err = cmdBench(os.Args[2:])
 	case "behaviors":
 		for _, n := range samples.Names() {
 			fmt.Println(n)

@@ -128,6 +128,9 @@ func (p ProcFS) Stat(pid int) (Stat, error) {
 	return ParseStat(b)
 }
 
+// All reads the stat of every process (see all).
+func (p ProcFS) All() ([]Stat, error) { return p.all() }
+
 // all reads the stat of every process. Processes that vanish while the
 // directory is walked are skipped: they are not ours to account for yet.
 func (p ProcFS) all() ([]Stat, error) {

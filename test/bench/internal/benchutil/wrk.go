@@ -55,6 +55,8 @@ type WrkResult struct {
 	// Latency maps a percentile (50, 75, 90, 99) to its latency; it is
 	// only filled when wrk ran with --latency.
 	Latency map[float64]time.Duration
+	// Mean is the "Latency" line's average of wrk's thread statistics.
+	Mean time.Duration
 	// Non2xx counts "Non-2xx or 3xx responses" (wrk's own wording: 3xx
 	// responses are not counted there despite the name).
 	Non2xx int64
@@ -90,7 +92,8 @@ func RunWrk(ctx context.Context, o WrkOptions) (*WrkResult, error) {
 		"--latency",
 	}
 	if o.Timeout > 0 {
-		args = append(args, "--timeout", fmt.Sprintf("%dms", o.Timeout.Milliseconds()))
+		// wrk's time units are s, m and h: no milliseconds.
+		args = append(args, "--timeout", fmt.Sprintf("%ds", max(1, int(o.Timeout.Round(time.Second)/time.Second))))
 	}
 	if o.Script != "" {
 		args = append(args, "-s", o.Script)
@@ -144,6 +147,13 @@ func ParseWrk(out string) (*WrkResult, error) {
 		}
 		inDist = false
 		switch {
+		case len(fields) >= 3 && fields[0] == "Latency":
+			// "Latency   570.00us  100.00us   5.00ms   90.00%" (thread stats)
+			d, err := ParseWrkDuration(fields[1])
+			if err != nil {
+				return nil, fmt.Errorf("wrk latency line %q: %w", line, err)
+			}
+			res.Mean = d
 		case strings.HasPrefix(line, "Requests/sec:"):
 			v, err := strconv.ParseFloat(strings.TrimSpace(strings.TrimPrefix(line, "Requests/sec:")), 64)
 			if err != nil {

@@ -155,3 +155,13 @@ func TestWritePostScript(t *testing.T) {
 		t.Errorf("script:\n%s", b)
 	}
 }
+
+func TestParseWrkMean(t *testing.T) {
+	r, err := ParseWrk(readTestdata(t, "wrk-c8.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := r.Mean.Round(10*time.Nanosecond), 665680*time.Nanosecond; got != want {
+		t.Errorf("mean = %v, want %v (the thread stats' Latency avg)", got, want)
+	}
+}

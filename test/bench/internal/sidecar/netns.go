@@ -140,3 +140,22 @@ func (n *NetNS) HTTPClient(timeout time.Duration) *http.Client {
 		},
 	}
 }
+
+// AddVeth connects the namespace to the host with a veth pair: hostIf
+// (in the host, hostIP/30) and podIf (inside, podIP/30), both up. The
+// pair goes away with the namespace.
+func (n *NetNS) AddVeth(hostIf, podIf, hostIP, podIP string) error {
+	steps := [][]string{
+		{"link", "add", hostIf, "type", "veth", "peer", "name", podIf, "netns", n.Name},
+		{"addr", "add", hostIP + "/30", "dev", hostIf},
+		{"link", "set", hostIf, "up"},
+		{"-n", n.Name, "addr", "add", podIP + "/30", "dev", podIf},
+		{"-n", n.Name, "link", "set", podIf, "up"},
+	}
+	for _, s := range steps {
+		if out, err := exec.Command("ip", s...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %w: %s", strings.Join(s, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}

@@ -226,6 +226,8 @@ type UserFunctionOptions struct {
 	LogPath     string
 	// StartTimeout bounds the wait for its readiness endpoint (default 10s).
 	StartTimeout time.Duration
+	// ExtraArgs are added to httpfn's command line (e.g. --front URL).
+	ExtraArgs []string
 }
 
 // HealthPath is httpfn's readiness endpoint.
@@ -243,8 +245,8 @@ func StartUserFunction(ctx context.Context, o UserFunctionOptions) (*Process, er
 		o.Behavior = "echo"
 	}
 	addr := "127.0.0.1:" + strconv.Itoa(o.Port)
-	p, err := startProcess("function", addr, o.NetNS, []string{containerPath}, o.LogPath, o.Binary,
-		"--listen", addr, "--behavior", o.Behavior, "--service-time", o.ServiceTime.String())
+	args := append([]string{"--listen", addr, "--behavior", o.Behavior, "--service-time", o.ServiceTime.String()}, o.ExtraArgs...)
+	p, err := startProcess("function", addr, o.NetNS, []string{containerPath}, o.LogPath, o.Binary, args...)
 	if err != nil {
 		return nil, err
 	}

@@ -1,4 +1,4 @@
-package main
+package scenario
 
 import (
 	"bufio"
@@ -23,7 +23,7 @@ import (
 // returns the chain's name. It goes through a generic map rather than the
 // standalone package's types so that the benchmark neither depends on nor
 // second-guesses the code under test: `spright run` validates the result.
-func writeChainConfig(src, dst, mode, listen string) (name string, err error) {
+func writeChainConfig(src, dst, mode, listen string, mutate func(map[string]any)) (name string, err error) {
 	b, err := os.ReadFile(src)
 	if err != nil {
 		return "", fmt.Errorf("read chain file: %w", err)
@@ -37,6 +37,9 @@ func writeChainConfig(src, dst, mode, listen string) (name string, err error) {
 		return "", fmt.Errorf("chain file %s: no name", src)
 	}
 	m["mode"], m["listen"] = mode, listen
+	if mutate != nil {
+		mutate(m)
+	}
 	out, err := yaml.Marshal(m)
 	if err != nil {
 		return "", fmt.Errorf("encode chain file: %w", err)
@@ -117,8 +120,8 @@ func (c *chain) exited() bool {
 // lingers in the gateway during the idle measurement.
 var probeClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 
-// probe checks the hello chain's contract: POST "abc" returns "CBA".
-func probe(ctx context.Context, url string) error {
+// probeHello checks the hello chain's contract: POST "abc" returns "CBA".
+func probeHello(ctx context.Context, url string) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, strings.NewReader("abc"))
 	if err != nil {
 		return err
@@ -139,14 +142,14 @@ func probe(ctx context.Context, url string) error {
 }
 
 // waitReady polls until the chain answers correctly, it exits, or timeout.
-func (c *chain) waitReady(ctx context.Context, url string, timeout time.Duration) error {
+func (c *chain) waitReady(ctx context.Context, probe func(context.Context) error, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	var last error
 	for {
 		if c.exited() {
 			return fmt.Errorf("spright run exited before serving (%v)", c.waitErr)
 		}
-		if last = probe(ctx, url); last == nil {
+		if last = probe(ctx); last == nil {
 			return nil
 		}
 		if time.Now().After(deadline) {
@@ -307,4 +310,98 @@ func (c *chain) logTail(n int) string {
 // default pin directory is per chain name, not per process).
 func defaultPinDir(mode string) string {
 	return filepath.Join("/sys/fs/bpf/spright", fmt.Sprintf("bench-%d-%s", os.Getpid(), mode))
+}
+
+// sprightSys is one `spright run` of a sample chain under benchmark.
+type sprightSys struct {
+	system string
+	ch     *chain
+	// URL is the gateway's HTTP address.
+	URL string
+	// fnPIDs are the function processes (children of spright run).
+	fnPIDs []int
+}
+
+// startSpright runs config/samples/<sample>/chain.yaml in mode (skmsg |
+// poll), with mutate applied to the file, and waits until probe passes.
+func startSpright(ctx context.Context, e *Env, sample, mode string, mutate func(map[string]any),
+	probe func(ctx context.Context, url string) error) (*sprightSys, error) {
+	bin, err := e.Binary(ctx, "spright")
+	if err != nil {
+		return nil, err
+	}
+	addr, err := freeLoopbackAddr()
+	if err != nil {
+		return nil, err
+	}
+	src := filepath.Join(e.Opts.Root, "config/samples", sample, "chain.yaml")
+	cfg := filepath.Join(e.Tmp, fmt.Sprintf("%s-%s.yaml", sample, mode))
+	name, err := writeChainConfig(src, cfg, mode, addr, mutate)
+	if err != nil {
+		return nil, err
+	}
+	ch, err := startChain(bin, cfg, name, defaultPinDir(sample+"-"+mode), filepath.Join(e.Tmp, fmt.Sprintf("%s-%s.log", sample, mode)))
+	if err != nil {
+		return nil, err
+	}
+	s := &sprightSys{system: "spright-" + mode, ch: ch, URL: "http://" + addr + "/"}
+	if err := ch.waitReady(ctx, func(ctx context.Context) error { return probe(ctx, s.URL) }, 60*time.Second); err != nil {
+		s.stop(nil)
+		return nil, fmt.Errorf("%s: %w\nchain log (tail):\n%s", s.system, err, ch.logTail(15))
+	}
+	tree, err := benchutil.Proc.Tree(ch.pid)
+	if err != nil {
+		s.stop(nil)
+		return nil, err
+	}
+	for _, st := range tree[1:] {
+		ch.functions = append(ch.functions, st.Key())
+		s.fnPIDs = append(s.fnPIDs, st.PID)
+	}
+	e.Logf("%s: %s up at %s (pid %d, %d function processes, hugepages %s)", s.system, sample, s.URL, ch.pid, len(s.fnPIDs), ch.poolHugepages())
+	return s, nil
+}
+
+// groups: the function processes, then the gateway (spright run itself,
+// which hosts the gateway in-process).
+func (s *sprightSys) groups() []Group {
+	return []Group{{Class: "functions", PIDs: s.fnPIDs}, {Class: "gateway", PIDs: []int{s.ch.pid}}}
+}
+
+// alive reports an error if the chain has exited.
+func (s *sprightSys) alive() error {
+	if s.ch.exited() {
+		return fmt.Errorf("%s: spright run exited (%v)\n%s", s.system, s.ch.waitErr, s.ch.logTail(15))
+	}
+	return nil
+}
+
+// stop stops the chain and records what went wrong (leftovers, error
+// lines in its log) in f (nil: discard).
+func (s *sprightSys) stop(f *File) {
+	var problems, notes []string
+	if err := s.ch.stop(20 * time.Second); err != nil {
+		problems = append(problems, err.Error())
+	}
+	p, n := s.ch.leftovers()
+	problems, notes = append(problems, p...), append(notes, n...)
+	errs, warns, err := s.ch.logFindings()
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	for _, l := range errs {
+		problems = append(problems, "chain log: "+l)
+	}
+	if len(warns) > 0 {
+		notes = append(notes, fmt.Sprintf("chain log: %d warning(s); first: %s", len(warns), warns[0]))
+	}
+	if f == nil {
+		return
+	}
+	for _, p := range problems {
+		f.Problems = append(f.Problems, s.system+": "+p)
+	}
+	for _, n := range notes {
+		f.Notes = append(f.Notes, s.system+": "+n)
+	}
 }
