@@ -14,6 +14,8 @@ build:
 	$(GO) build -o $(BIN)/spright ./cmd/spright
 	$(GO) build -o $(BIN)/gateway ./cmd/gateway
 	$(GO) build -o $(BIN)/eproxy ./cmd/eproxy
+	$(GO) build -o $(BIN)/controller ./cmd/controller
+	$(GO) build -o $(BIN)/webhook ./cmd/webhook
 
 # Rebuild the eBPF object and its Go bindings (clang, llvm-strip).
 generate:
