@@ -1,0 +1,136 @@
+package chainwatch_test
+
+import (
+	"fmt"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/zap/zapcore"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/spright-dev/spright/internal/testlog"
+	"github.com/spright-dev/spright/pkg/apis/spright/v1alpha1"
+	"github.com/spright-dev/spright/pkg/chainwatch"
+	"github.com/spright-dev/spright/pkg/gateway"
+	"github.com/spright-dev/spright/pkg/shm"
+)
+
+func newWatcher(t *testing.T) (*gateway.Gateway, *chainwatch.Watcher) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (eBPF, bpffs)")
+	}
+	log := testlog.CleanupLogger(t, zapcore.InfoLevel)
+	g, err := gateway.New(gateway.Config{
+		ControlSocket: filepath.Join(t.TempDir(), "ctl.sock"),
+		PinDir:        fmt.Sprintf("/sys/fs/bpf/spright-chainwatch-%d", os.Getpid()),
+		Logger:        log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close(); g.Unpin() })
+	return g, chainwatch.New(g, chainwatch.Options{Pool: shm.Config{Slots: 8, SlotSize: 4096, NoHugePages: true}}, log)
+}
+
+func shop(revs ...string) *v1alpha1.Chain {
+	return &v1alpha1.Chain{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns1", Name: "shop"},
+		Spec: v1alpha1.ChainSpec{
+			Entry: "frontend", Protocol: "http",
+			Functions: []v1alpha1.ChainFunction{{Name: "cart", Revisions: revs}, {Name: "frontend", Revisions: []string{"frontend-00001"}}},
+			Routes: []v1alpha1.ChainRoute{
+				{From: "gateway", Topic: "*", To: []string{"frontend"}},
+				{From: "frontend", Topic: "*", To: []string{"cart"}},
+			},
+		},
+	}
+}
+
+func TestApplyLookupDelete(t *testing.T) {
+	g, w := newWatcher(t)
+	// A chain that was never valid has no spec: nothing to load.
+	if err := w.Apply(&v1alpha1.Chain{ObjectMeta: metav1.ObjectMeta{Namespace: "ns1", Name: "broken"}}); err != nil {
+		t.Fatal(err)
+	}
+	if w.Chain(types.NamespacedName{Namespace: "ns1", Name: "broken"}) != nil {
+		t.Fatal("a chain without a valid spec was loaded")
+	}
+	if err := w.Apply(shop("cart-00001")); err != nil {
+		t.Fatal(err)
+	}
+	key := types.NamespacedName{Namespace: "ns1", Name: "shop"}
+	c := w.Chain(key)
+	if c == nil || c.Name() != "ns1/shop" {
+		t.Fatalf("loaded %v", c)
+	}
+	if m, ok := g.RevisionChain(types.NamespacedName{Namespace: "ns1", Name: "cart-00001"}); !ok || m.Function != "cart" || m.Chain != "ns1/shop" {
+		t.Errorf("cart-00001 → %+v %v", m, ok)
+	}
+
+	for _, tc := range []struct {
+		host, header string
+		want         bool
+	}{
+		{"shop-chain.ns1.svc.cluster.local", "", true},
+		{"shop-chain.ns1.svc.cluster.local:80", "", true},
+		{"shop-chain.ns1", "", true},
+		{"shop.ns1.example.com", "", true},
+		{"anything.example.com", "ns1/shop", true},
+		{"shop-chain.ns2.svc.cluster.local", "", false},
+		{"shop.ns1.example.com", "ns2/shop", false},
+		{"localhost", "", false},
+	} {
+		r := httptest.NewRequest("POST", "/", nil)
+		r.Host = tc.host
+		if tc.header != "" {
+			r.Header.Set(chainwatch.ChainHeader, tc.header)
+		}
+		if got := w.Lookup(r) != nil; got != tc.want {
+			t.Errorf("host %q header %q: found %v, want %v", tc.host, tc.header, got, tc.want)
+		}
+	}
+
+	// A new revision replaces the old one: mapped and unmapped at once.
+	if err := w.Apply(shop("cart-00002")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := g.RevisionChain(types.NamespacedName{Namespace: "ns1", Name: "cart-00001"}); ok {
+		t.Error("cart-00001 still mapped after it left the chain")
+	}
+	if _, ok := g.RevisionChain(types.NamespacedName{Namespace: "ns1", Name: "cart-00002"}); !ok {
+		t.Error("cart-00002 not mapped")
+	}
+	if w.Stale.Load() != 0 {
+		t.Errorf("a revision change counted as stale")
+	}
+	// A route change is counted: the loaded table stays until a restart.
+	changed := shop("cart-00002")
+	changed.Spec.Routes[1].Topic = "buy"
+	if err := w.Apply(changed); err != nil {
+		t.Fatal(err)
+	}
+	if w.Stale.Load() != 1 {
+		t.Errorf("stale %d after a route change, want 1", w.Stale.Load())
+	}
+
+	w.Delete(key)
+	if w.Chain(key) != nil {
+		t.Error("deleted chain still routed")
+	}
+	if _, ok := g.RevisionChain(types.NamespacedName{Namespace: "ns1", Name: "cart-00002"}); ok {
+		t.Error("revision still mapped after the chain was deleted")
+	}
+}
+
+func TestApplyRefusesUnloadableSpec(t *testing.T) {
+	_, w := newWatcher(t)
+	c := shop("cart-00001")
+	c.Spec.Routes = append(c.Spec.Routes, v1alpha1.ChainRoute{From: "frontend", Topic: "x", To: []string{"ghost"}})
+	if err := w.Apply(c); err == nil {
+		t.Fatal("a spec routing to a non-member was loaded")
+	}
+}
