@@ -75,8 +75,10 @@ func New(g *gateway.Gateway, opts Options, log *zap.Logger) *Watcher {
 	return &Watcher{g: g, opts: opts, log: log, chains: map[types.NamespacedName]*loaded{}}
 }
 
-// GatewayName is the gateway's name for a namespace's chain.
-func GatewayName(key types.NamespacedName) string { return key.Namespace + "/" + key.Name }
+// GatewayName is the gateway's name for a namespace's chain:
+// "<namespace>.<chain>" (a namespace name has no dots, so it is unambiguous;
+// no slash, because the name also names the chain's pool file).
+func GatewayName(key types.NamespacedName) string { return key.Namespace + "." + key.Name }
 
 // Apply loads or updates one Chain.
 func (w *Watcher) Apply(c *v1alpha1.Chain) error {

@@ -64,10 +64,10 @@ func TestApplyLookupDelete(t *testing.T) {
 	}
 	key := types.NamespacedName{Namespace: "ns1", Name: "shop"}
 	c := w.Chain(key)
-	if c == nil || c.Name() != "ns1/shop" {
+	if c == nil || c.Name() != "ns1.shop" {
 		t.Fatalf("loaded %v", c)
 	}
-	if m, ok := g.RevisionChain(types.NamespacedName{Namespace: "ns1", Name: "cart-00001"}); !ok || m.Function != "cart" || m.Chain != "ns1/shop" {
+	if m, ok := g.RevisionChain(types.NamespacedName{Namespace: "ns1", Name: "cart-00001"}); !ok || m.Function != "cart" || m.Chain != "ns1.shop" {
 		t.Errorf("cart-00001 → %+v %v", m, ok)
 	}
 

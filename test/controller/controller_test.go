@@ -207,7 +207,7 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 		}
 		return nil
 	})
-	if m, ok := gw.g.RevisionChain(types.NamespacedName{Namespace: ns, Name: "cart-00001"}); !ok || m.Chain != "shop/shop" || m.Function != "cart" {
+	if m, ok := gw.g.RevisionChain(types.NamespacedName{Namespace: ns, Name: "cart-00001"}); !ok || m.Chain != "shop.shop" || m.Function != "cart" {
 		t.Errorf("revision cart-00001 maps to %+v (%v)", m, ok)
 	}
 	srv := httptest.NewServer(handler)
@@ -232,8 +232,8 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 		}
 		return nil
 	})
-	gw.function(t, ctx, "shop/shop", "cart", func(m *function.Message) error { reverseBytes(m.Payload()); return nil })
-	gw.function(t, ctx, "shop/shop", "frontend", func(m *function.Message) error { upperBytes(m.Payload()); return nil })
+	gw.function(t, ctx, "shop.shop", "cart", func(m *function.Message) error { reverseBytes(m.Payload()); return nil })
+	gw.function(t, ctx, "shop.shop", "frontend", func(m *function.Message) error { upperBytes(m.Payload()); return nil })
 	select {
 	case got := <-answer:
 		if got != "200 CBA" {
