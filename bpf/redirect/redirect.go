@@ -251,7 +251,7 @@ func (f *Forwarder) AddPod(hostIf, podNetns, podIf string) (err error) {
 	if f.mode == ModeXDP {
 		// The pod side first: from the moment the host side redirects into
 		// this veth, its peer must be able to take XDP frames.
-		err := inNetns(podNetns, func() error {
+		err := InNetns(podNetns, func() error {
 			pi, err := net.InterfaceByName(podIf)
 			if err != nil {
 				return err
@@ -261,7 +261,7 @@ func (f *Forwarder) AddPod(hostIf, podNetns, podIf string) (err error) {
 				return err
 			}
 			a.restore = func() error {
-				return inNetns(podNetns, func() error {
+				return InNetns(podNetns, func() error {
 					on := true
 					_, err := txChecksum(podIf, &on)
 					return err
@@ -468,10 +468,10 @@ func EnableForwarding(ifname string) error {
 	return nil
 }
 
-// inNetns runs fn on an OS thread switched into the network namespace ns
+// InNetns runs fn on an OS thread switched into the network namespace ns
 // (a name under /run/netns, or a path). The thread is discarded if it
 // cannot be switched back.
-func inNetns(ns string, fn func() error) error {
+func InNetns(ns string, fn func() error) error {
 	path := ns
 	if !strings.Contains(ns, "/") {
 		path = "/run/netns/" + ns

@@ -124,7 +124,7 @@ func forwDatagrams(t *testing.T) uint64 {
 func serve(t *testing.T, p *pod) string {
 	t.Helper()
 	var ln net.Listener
-	err := inNetns(p.ns, func() (err error) {
+	err := InNetns(p.ns, func() (err error) {
 		ln, err = net.Listen("tcp", p.podIP+":8080")
 		return err
 	})
@@ -144,7 +144,7 @@ func serve(t *testing.T, p *pod) string {
 // netns (the socket keeps the netns it was created in).
 func client(p *pod) *http.Client {
 	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
-		err = inNetns(p.ns, func() error {
+		err = InNetns(p.ns, func() error {
 			var d net.Dialer
 			c, err = d.DialContext(ctx, network, addr)
 			return err
