@@ -241,6 +241,9 @@ func (cf *ChainFile) defaults() error {
 	if err := cf.checkProtocols(); err != nil {
 		return err
 	}
+	if cf.Redirect == "false" {
+		cf.Redirect = "off" // YAML 1.1 reads an unquoted off as false
+	}
 	mode, err := redirect.ParseMode(cf.Redirect)
 	if err != nil {
 		return fmt.Errorf("chain %q: %w", cf.Name, err)
