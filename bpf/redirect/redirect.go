@@ -223,6 +223,12 @@ func (f *Forwarder) Mode() Mode { return f.mode }
 // target; in ModeXDP it also attaches spright_xdp_pass to the pod side
 // (podIf inside the network namespace podNetns: a name under /run/netns or
 // a path). Adding an interface again is a no-op.
+//
+// With podNetns "" (a veth made by someone else, e.g. a CNI plugin, whose
+// pod side the agent does not manage) the pod side is left alone and only
+// tc is attached, in every mode: XDP never redirects into such a pod (its
+// peer has no XDP program) nor out of it (its packets may carry offloaded
+// checksums, which XDP_REDIRECT would turn into corrupt ones).
 func (f *Forwarder) AddPod(hostIf, podNetns, podIf string) (err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -248,7 +254,7 @@ func (f *Forwarder) AddPod(hostIf, podNetns, podIf string) (err error) {
 	}
 	a.links = append(a.links, l)
 	flags := targetPeer
-	if f.mode == ModeXDP {
+	if f.mode == ModeXDP && podNetns != "" {
 		// The pod side first: from the moment the host side redirects into
 		// this veth, its peer must be able to take XDP frames.
 		err := InNetns(podNetns, func() error {
@@ -292,9 +298,11 @@ func (f *Forwarder) AddPod(hostIf, podNetns, podIf string) (err error) {
 }
 
 // AddNIC registers the node's uplink nicIf as a redirect target for traffic
-// to other nodes (tc redirects to its egress) and, in ModeXDP, attaches
-// spright_xdp_fwd to its receive path so that packets from other nodes are
-// redirected straight into the destination pod's veth. xdpTarget says
+// to other nodes (tc redirects to its egress), attaches spright_tc_fwd to
+// its tcx ingress and, in ModeXDP, spright_xdp_fwd to its receive path, so
+// that packets from other nodes are redirected straight into the
+// destination pod (bpf_redirect_peer from tc; XDP_REDIRECT into pods
+// added with their namespace). xdpTarget says
 // whether the NIC's driver accepts XDP_REDIRECT frames (ndo_xdp_xmit; most
 // physical NIC drivers and virtio_net do): if false, XDP never redirects to
 // it and tc does instead.
@@ -318,6 +326,13 @@ func (f *Forwarder) AddNIC(nicIf string, xdpTarget bool) (err error) {
 		}
 	}()
 	var flags uint32
+	// tc behind XDP: packets XDP passes (unresolved neighbours, targets
+	// that take no XDP frames) are still redirected into the pods.
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifi.Index, Program: f.objs.SprightTcFwd, Attach: ebpf.AttachTCXIngress})
+	if err != nil {
+		return fmt.Errorf("redirect: attach tc ingress to NIC %s: %w", nicIf, err)
+	}
+	a.links = append(a.links, l)
 	if f.mode == ModeXDP {
 		l, err := link.AttachXDP(link.XDPOptions{Program: f.objs.SprightXdpFwd, Interface: ifi.Index})
 		if err != nil {
