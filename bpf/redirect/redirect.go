@@ -62,6 +62,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path"
 	"runtime"
 	"strings"
 	"sync"
@@ -189,6 +190,7 @@ type Forwarder struct {
 
 type attachment struct {
 	ifindex int
+	synced  bool // added by SyncVeths
 	links   []link.Link
 	// restore undoes changes to the pod side (TX checksum offload), best
 	// effort: the pod's netns may be gone already.
@@ -391,6 +393,70 @@ func (a *attachment) close() error {
 		a.restore = nil
 	}
 	return errors.Join(errs...)
+}
+
+// SyncVeths makes the attachments follow the host-side pod veths whose
+// names match one of patterns (path.Match globs, e.g. "veth*", "cali*",
+// "lxc*"): a node agent calls it now and then, as a CNI plugin creates and
+// deletes pods' veths. New matches are added as with AddPod(name, "", "")
+// (tc only, pod side untouched); interfaces it added that are gone are
+// removed. It returns what changed.
+func (f *Forwarder) SyncVeths(patterns []string) (added, removed []string, err error) {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		return nil, nil, fmt.Errorf("redirect: list interfaces: %w", err)
+	}
+	present := map[string]bool{}
+	var errs []error
+	for _, ifi := range ifs {
+		if !matchAny(patterns, ifi.Name) {
+			continue
+		}
+		present[ifi.Name] = true
+		f.mu.Lock()
+		_, known := f.ifaces[ifi.Name]
+		f.mu.Unlock()
+		if known {
+			continue
+		}
+		if err := f.AddPod(ifi.Name, "", ""); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		f.mu.Lock()
+		if a, ok := f.ifaces[ifi.Name]; ok {
+			a.synced = true
+		}
+		f.mu.Unlock()
+		added = append(added, ifi.Name)
+	}
+	f.mu.Lock()
+	var gone []string
+	for n, a := range f.ifaces {
+		if a.synced && !present[n] {
+			gone = append(gone, n)
+		}
+	}
+	f.mu.Unlock()
+	for _, n := range gone {
+		// The kernel detached the links with the device; this drops the
+		// target entry and our handles.
+		if err := f.Remove(n); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, n)
+	}
+	return added, removed, errors.Join(errs...)
+}
+
+func matchAny(patterns []string, name string) bool {
+	for _, p := range patterns {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Interfaces lists the interfaces programs are attached to.

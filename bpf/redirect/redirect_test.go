@@ -380,3 +380,31 @@ func TestForeignVeth(t *testing.T) {
 		t.Fatalf("want both ways by tc (redirect_peer), a's packets passed on by XDP: %v", s)
 	}
 }
+
+// TestSyncVeths: the agent's rescan attaches to new matching veths and
+// forgets deleted ones.
+func TestSyncVeths(t *testing.T) {
+	needRoot(t)
+	f, err := New(ModeXDP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	a := newPod(t)
+	pattern := []string{strings.TrimSuffix(a.host, strconv.Itoa(podSeq)) + "*"}
+	added, removed, err := f.SyncVeths(pattern)
+	if err != nil || len(added) != 1 || added[0] != a.host || len(removed) != 0 {
+		t.Fatalf("first sync: added %v removed %v: %v", added, removed, err)
+	}
+	if added, _, _ := f.SyncVeths(pattern); len(added) != 0 {
+		t.Fatalf("second sync added %v again", added)
+	}
+	run(t, "ip", "link", "del", a.host)
+	_, removed, err = f.SyncVeths(pattern)
+	if err != nil || len(removed) != 1 || removed[0] != a.host {
+		t.Fatalf("after delete: removed %v: %v", removed, err)
+	}
+	if len(f.Interfaces()) != 0 {
+		t.Fatalf("still attached to %v", f.Interfaces())
+	}
+}

@@ -25,6 +25,7 @@ import (
 	"go.uber.org/zap"
 	"knative.dev/pkg/websocket"
 
+	"github.com/spright-dev/spright/bpf/redirect"
 	"github.com/spright-dev/spright/pkg/control"
 	"github.com/spright-dev/spright/pkg/eproxy"
 	"github.com/spright-dev/spright/pkg/gateway"
@@ -51,7 +52,14 @@ func run() error {
 	listen := flag.String("listen", "127.0.0.1:8080", "HTTP address for chain traffic (Host header picks the chain; one chain: all traffic)")
 	admin := flag.String("admin-listen", "127.0.0.1:9091", "address for /metrics (empty: off)")
 	statURL := flag.String("stat-push-url", "", "autoscaler stat server to push pod Stats to, e.g. ws://autoscaler.knative-serving.svc.cluster.local:8080 (empty: off)")
+	redirectMode := flag.String("redirect", "off", "eBPF forwarding between this node's pods and to the NIC: off, tc or xdp (off keeps iptables/nftables in the path)")
+	redirectVeths := flag.String("redirect-veths", "veth*", "with --redirect: host-side pod veths to attach to (comma-separated globs, rescanned every 2s)")
+	redirectNIC := flag.String("redirect-nic", "", "with --redirect: the node's uplink, for traffic to and from other nodes (empty: none)")
 	flag.Parse()
+	mode, err := redirect.ParseMode(*redirectMode)
+	if err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (eBPF, bpffs)")
 	}
@@ -104,6 +112,13 @@ func run() error {
 		return err
 	}
 	defer func() { g.Close() }()
+	if mode != redirect.ModeOff {
+		fwd, err := startRedirect(ctx, log, mode, *redirectNIC, strings.Split(*redirectVeths, ","))
+		if err != nil {
+			return err
+		}
+		defer fwd.Close()
+	}
 
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := only
@@ -141,4 +156,44 @@ func run() error {
 	srv.Shutdown(sctx)
 	// Pins stay: a restarted gateway picks the datapath up again.
 	return nil
+}
+
+// startRedirect loads the XDP/TC forwarder, attaches it to the uplink and
+// to the pods' veths, and keeps following the veths until ctx ends. The
+// attachments go away with the process (or Close).
+func startRedirect(ctx context.Context, log *zap.Logger, mode redirect.Mode, nic string, veths []string) (*redirect.Forwarder, error) {
+	fwd, err := redirect.New(mode)
+	if err != nil {
+		return nil, err
+	}
+	if nic != "" {
+		if err := fwd.AddNIC(nic, mode == redirect.ModeXDP); err != nil {
+			fwd.Close()
+			return nil, err
+		}
+	}
+	sync := func() {
+		added, removed, err := fwd.SyncVeths(veths)
+		if err != nil {
+			log.Warn("redirect: attaching to pod veths", zap.Error(err))
+		}
+		if len(added)+len(removed) > 0 {
+			log.Info("redirect: pod veths", zap.Strings("added", added), zap.Strings("removed", removed))
+		}
+	}
+	sync()
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				sync()
+			}
+		}
+	}()
+	log.Info("redirect on", zap.String("mode", string(mode)), zap.String("nic", nic), zap.Strings("veths", veths))
+	return fwd, nil
 }
