@@ -18,6 +18,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 func TestParseMode(t *testing.T) {
@@ -204,6 +205,7 @@ func TestForwarding(t *testing.T) {
 }
 
 func testForwarding(t *testing.T, mode Mode) {
+	forwardingLock(t)
 	a := newPod(t)
 	b := newPod(t)
 	addr := serve(t, b)
@@ -304,6 +306,7 @@ func TestNIC(t *testing.T) {
 	needRoot(t)
 	for _, mode := range []Mode{ModeTC, ModeXDP} {
 		t.Run(string(mode), func(t *testing.T) {
+			forwardingLock(t)
 			pod, node := newPod(t), newPod(t)
 			addr := serve(t, node) // the server runs on the other node
 			f, err := New(mode)
@@ -407,4 +410,21 @@ func TestSyncVeths(t *testing.T) {
 	if len(f.Interfaces()) != 0 {
 		t.Fatalf("still attached to %v", f.Interfaces())
 	}
+}
+
+// forwardingLock serializes the tests that read the host's Ip
+// ForwDatagrams counter across test binaries (bpf/redirect and test/e2e run
+// in parallel under go test ./...): one test's stack-path traffic must not
+// show up in another's "nothing was forwarded" check.
+func forwardingLock(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile("/run/spright-forwdatagrams-test.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("forwarding test lock: %v", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("forwarding test lock: %v", err)
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock
 }

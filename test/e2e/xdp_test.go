@@ -17,6 +17,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 
 	"github.com/spright-dev/spright/bpf/redirect"
 	"github.com/spright-dev/spright/pkg/standalone"
@@ -108,13 +109,49 @@ func linksOnPrograms(t *testing.T, ids []ebpf.ProgramID) int {
 	return n
 }
 
-// bpftoolNet is `bpftool net show` (XDP and tc attachments of the host netns).
-func bpftoolNet(t *testing.T) string {
-	out, err := exec.Command("bpftool", "net", "show").CombinedOutput()
+// runnerVeths are the host-side veths of the runner in this process
+// (pkg/standalone names them sp<pid>h<k>).
+func runnerVeths(t *testing.T) map[uint32]string {
+	t.Helper()
+	ifs, err := net.Interfaces()
 	if err != nil {
-		t.Logf("bpftool net show: %v", err)
+		t.Fatal(err)
 	}
-	return string(out)
+	prefix := fmt.Sprintf("sp%dh", os.Getpid()%100000)
+	out := map[uint32]string{}
+	for _, i := range ifs {
+		if strings.HasPrefix(i.Name, prefix) {
+			out[uint32(i.Index)] = i.Name
+		}
+	}
+	return out
+}
+
+// xdpTCLinksOn lists the XDP and tcx links attached to ifindexes, whatever
+// program they run.
+func xdpTCLinksOn(t *testing.T, ifindexes map[uint32]string) []string {
+	t.Helper()
+	var found []string
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		l := it.Take()
+		info, err := l.Info()
+		l.Close()
+		if err != nil {
+			continue
+		}
+		if x := info.XDP(); x != nil && ifindexes[x.Ifindex] != "" {
+			found = append(found, "xdp on "+ifindexes[x.Ifindex])
+		}
+		if x := info.TCX(); x != nil && ifindexes[x.Ifindex] != "" {
+			found = append(found, "tcx on "+ifindexes[x.Ifindex])
+		}
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("iterate links: %v", err)
+	}
+	return found
 }
 
 func helloFrom(t *testing.T, c *http.Client, url string, n int) {
@@ -155,6 +192,7 @@ func TestRedirectXDP(t *testing.T) {
 	var offForwarded uint64
 	for _, mode := range []string{"off", "tc", "xdp"} {
 		t.Run(mode, func(t *testing.T) {
+			forwardingLock(t)
 			c := startChainWith(t, redirectYAML, func(o *standalone.Options) { o.Redirect = mode })
 			if c.GatewayNetns() == "" || len(c.ClientNetns()) != 1 {
 				t.Fatalf("gateway netns %q, client netns %v", c.GatewayNetns(), c.ClientNetns())
@@ -173,8 +211,12 @@ func TestRedirectXDP(t *testing.T) {
 				if c.Forwarder() != nil {
 					t.Fatal("redirect off, but a forwarder is loaded")
 				}
-				if strings.Contains(bpftoolNet(t), "spright_") {
-					t.Fatalf("redirect off, but programs are attached:\n%s", bpftoolNet(t))
+				veths := runnerVeths(t)
+				if len(veths) != 4 {
+					t.Fatalf("found host veths %v, want 4 (2 functions, gateway, client)", veths)
+				}
+				if l := xdpTCLinksOn(t, veths); len(l) != 0 {
+					t.Fatalf("redirect off, but programs are attached: %v", l)
 				}
 				// Each request is at least 2 packets each way on a keep-alive connection.
 				if forwarded < 2*n {
@@ -236,4 +278,21 @@ func TestRedirectXDP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// forwardingLock serializes the tests that read the host's Ip
+// ForwDatagrams counter across test binaries (bpf/redirect and test/e2e run
+// in parallel under go test ./...): one test's stack-path traffic must not
+// show up in another's "nothing was forwarded" check.
+func forwardingLock(t *testing.T) {
+	t.Helper()
+	f, err := os.OpenFile("/run/spright-forwdatagrams-test.lock", os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("forwarding test lock: %v", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatalf("forwarding test lock: %v", err)
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock
 }
