@@ -42,7 +42,9 @@
 // per-device net.ipv4.conf.<dev>.forwarding is enough; see
 // EnableForwarding), as the normal forwarding path does. Attaching XDP to a
 // veth turns the pair's GSO off (the kernel does that for XDP on veth), so
-// ModeXDP trades TSO for an earlier hook; ModeTC keeps GSO.
+// ModeXDP trades TSO for an earlier hook; ModeTC keeps GSO. Measured in
+// TestForwarding: two 1 MiB requests and their answers took ~3500 XDP
+// redirects against ~220 tc redirects (super-packets) for the same traffic.
 //
 // # Counters
 //
@@ -105,10 +107,10 @@ const (
 	TCRedirect      Counter = 1 // tc: bpf_redirect to a NIC's egress
 	TCRedirectNeigh Counter = 2 // tc: bpf_redirect_neigh (neighbour unresolved)
 	TCPass          Counter = 3 // tc: passed, not for us
-	TCFibMiss       Counter = 4 // tc: bpf_fib_lookup gave no forwarding route
+	TCFibMiss       Counter = 4 // tc: bpf_fib_lookup gave no forwarding route (local destinations, e.g. a gateway in the host netns, included)
 	XDPRedirect     Counter = 5 // xdp: XDP_REDIRECT
 	XDPPass         Counter = 6 // xdp: passed, not for us
-	XDPFibMiss      Counter = 7 // xdp: no forwarding route, or neighbour unresolved
+	XDPFibMiss      Counter = 7 // xdp: no forwarding route (local included), or neighbour unresolved
 	PeerPass        Counter = 8 // pod-side XDP_PASS: frames entering a pod (both paths)
 	numCounters             = 9
 )
