@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -295,4 +296,102 @@ func forwardingLock(t *testing.T) {
 		t.Fatalf("forwarding test lock: %v", err)
 	}
 	t.Cleanup(func() { f.Close() }) // closing releases the lock
+}
+
+// TestRedirectCLI: `spright run --redirect xdp --gateway-netns
+// --client-netns 1` as a user runs it: the chain answers from the client
+// namespace, XDP and tc are attached to the runner's veths while it runs,
+// and Ctrl-C leaves no attachment and no namespace behind.
+func TestRedirectCLI(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	file := filepath.Join(dir, "chain.yaml")
+	if err := os.WriteFile(file, []byte(strings.Replace(redirectYAML, "gatewayNetns: true\nclientNetns: 1\n", "", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(spright, "run", "-f", file, "--listen", "127.0.0.1:0", "--admin-listen", "",
+		"--pin-dir", fmt.Sprintf("/sys/fs/bpf/spright-redirect-cli-%d", os.Getpid()), "--control", filepath.Join(dir, "ctl.sock"),
+		"--redirect", "xdp", "--gateway-netns", "--client-netns", "1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			default:
+			}
+		}
+		close(lines)
+		done <- cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		for range lines {
+		}
+		<-done
+	})
+	var ns, url string
+	deadline := time.After(30 * time.Second)
+	for ns == "" {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatal("spright run exited before serving")
+			}
+			// spright: client netns NS — try: ip netns exec NS curl -d abc http://ADDR/
+			if i := strings.Index(l, "client netns "); i >= 0 && strings.Contains(l, "http://") {
+				ns = strings.Fields(l[i+len("client netns "):])[0]
+				url = l[strings.Index(l, "http://"):]
+			}
+		case <-deadline:
+			t.Fatal("no client netns line from spright run")
+		}
+	}
+	cl := netnsClient(ns)
+	helloFrom(t, cl, url, 10)
+	cl.CloseIdleConnections()
+
+	// sp<pid>h<k>: the runner's host-side veths (functions, gateway, client).
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Fatal(err)
+	}
+	veths := map[uint32]string{}
+	prefix := fmt.Sprintf("sp%dh", cmd.Process.Pid%100000)
+	for _, i := range ifs {
+		if strings.HasPrefix(i.Name, prefix) {
+			veths[uint32(i.Index)] = i.Name
+		}
+	}
+	if len(veths) != 4 {
+		t.Fatalf("runner veths %v, want 4", veths)
+	}
+	if l := xdpTCLinksOn(t, veths); len(l) != 8 {
+		t.Fatalf("attachments on the runner's veths: %v, want xdp and tcx on each of 4", l)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-done:
+		done <- err
+		if err != nil {
+			t.Fatalf("spright run: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("spright run did not stop on SIGINT")
+	}
+	if l := xdpTCLinksOn(t, veths); len(l) != 0 {
+		t.Fatalf("after Ctrl-C: %v", l)
+	}
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	if strings.Contains(string(out), ns) {
+		t.Fatalf("after Ctrl-C: netns %s still exists", ns)
+	}
 }
