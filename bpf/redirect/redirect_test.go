@@ -428,3 +428,72 @@ func forwardingLock(t *testing.T) {
 	}
 	t.Cleanup(func() { f.Close() }) // closing releases the lock
 }
+
+// TestNftablesBypassed: an nftables rule on the host's forward hook counts
+// the pods' packets while forwarding is off, and none once the forwarder is
+// attached (tc and xdp): redirected packets never reach netfilter. Skips
+// without nft.
+func TestNftablesBypassed(t *testing.T) {
+	needRoot(t)
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft (nftables)")
+	}
+	for _, mode := range []Mode{ModeTC, ModeXDP} {
+		t.Run(string(mode), func(t *testing.T) {
+			a, b := newPod(t), newPod(t)
+			addr := serve(t, b)
+			// Our pods' /16 (see newPod): only this process's packets count.
+			subnet := strings.Join(strings.Split(a.hostIP, ".")[:2], ".") + ".0.0/16"
+			table := fmt.Sprintf("spright_redirect_test_%d", os.Getpid())
+			run(t, "nft", "add", "table", "inet", table)
+			t.Cleanup(func() { exec.Command("nft", "delete", "table", "inet", table).Run() })
+			run(t, "nft", "add", "chain", "inet", table, "sprfwd", "{ type filter hook forward priority 0 ; policy accept ; }")
+			run(t, "nft", "add", "rule", "inet", table, "sprfwd", "ip", "saddr", subnet, "counter")
+			counter := func() uint64 {
+				out, err := exec.Command("nft", "list", "chain", "inet", table, "sprfwd").CombinedOutput()
+				if err != nil {
+					t.Fatalf("nft list chain: %v: %s", err, out)
+				}
+				f := strings.Fields(string(out))
+				for i := 0; i+2 < len(f); i++ {
+					if f[i] == "counter" && f[i+1] == "packets" {
+						n, err := strconv.ParseUint(f[i+2], 10, 64)
+						if err != nil {
+							t.Fatal(err)
+						}
+						return n
+					}
+				}
+				t.Fatalf("no counter in:\n%s", out)
+				return 0
+			}
+			c := client(a)
+			defer c.CloseIdleConnections()
+			exchange(t, c, addr, 20, 100)
+			c.CloseIdleConnections()
+			time.Sleep(100 * time.Millisecond) // the FIN exchange, still on the stack path
+			off := counter()
+			if off < 40 {
+				t.Fatalf("off: the nftables forward rule counted %d packets, want >= 40", off)
+			}
+
+			f, err := New(mode)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			for _, p := range []*pod{a, b} {
+				if err := f.AddPod(p.host, p.ns, p.peer); err != nil {
+					t.Fatal(err)
+				}
+			}
+			exchange(t, c, addr, 20, 100)
+			on := counter() - off
+			s, _ := f.Stats()
+			t.Logf("%s: nftables forward rule counted %d packets off, %d on; redirected %d", mode, off, on, s.Redirected())
+			if on != 0 || s.Redirected() < 40 {
+				t.Fatalf("%s: netfilter saw %d packets with forwarding on (%d redirected)", mode, on, s.Redirected())
+			}
+		})
+	}
+}
