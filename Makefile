@@ -19,9 +19,10 @@ build:
 
 # Rebuild the eBPF object and its Go bindings (clang, llvm-strip).
 generate:
-	$(GO) generate ./bpf/
+	$(GO) generate ./bpf/ ./bpf/redirect/
 
-# CI: the committed eBPF object must be what the committed C compiles to.
+# CI: the committed eBPF objects (bpf/ and bpf/redirect/) must be what the
+# committed C compiles to.
 check-generate: generate
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files are out of date: run 'make generate' and commit"; exit 1; }
 

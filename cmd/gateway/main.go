@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	"knative.dev/pkg/websocket"
 
+	"github.com/spright-dev/spright/bpf/redirect"
 	"github.com/spright-dev/spright/pkg/chainwatch"
 	"github.com/spright-dev/spright/pkg/control"
 	"github.com/spright-dev/spright/pkg/eproxy"
@@ -60,7 +61,14 @@ func run() error {
 	hold := flag.Duration("hold-timeout", 30*time.Second, "--kube: how long a request waits for a chain member with no ready instance (the gateway acts as the activator)")
 	slots := flag.Uint("pool-slots", 1024, "--kube: slots per chain pool")
 	slotSize := flag.Uint("slot-size", 64<<10, "--kube: bytes per slot (largest request or response)")
+	redirectMode := flag.String("redirect", "off", "eBPF forwarding between this node's pods and to the NIC: off, tc or xdp (off keeps iptables/nftables in the path)")
+	redirectVeths := flag.String("redirect-veths", "veth*", "with --redirect: host-side pod veths to attach to (comma-separated globs, rescanned every 2s)")
+	redirectNIC := flag.String("redirect-nic", "", "with --redirect: the node's uplink, for traffic to and from other nodes (empty: none)")
 	flag.Parse()
+	mode, err := redirect.ParseMode(*redirectMode)
+	if err != nil {
+		return err
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (eBPF, bpffs)")
 	}
@@ -120,6 +128,13 @@ func run() error {
 		return err
 	}
 	defer func() { g.Close() }()
+	if mode != redirect.ModeOff {
+		fwd, err := startRedirect(ctx, log, mode, *redirectNIC, strings.Split(*redirectVeths, ","))
+		if err != nil {
+			return err
+		}
+		defer fwd.Close()
+	}
 
 	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := only
@@ -178,4 +193,44 @@ func run() error {
 	srv.Shutdown(sctx)
 	// Pins stay: a restarted gateway picks the datapath up again.
 	return nil
+}
+
+// startRedirect loads the XDP/TC forwarder, attaches it to the uplink and
+// to the pods' veths, and keeps following the veths until ctx ends. The
+// attachments go away with the process (or Close).
+func startRedirect(ctx context.Context, log *zap.Logger, mode redirect.Mode, nic string, veths []string) (*redirect.Forwarder, error) {
+	fwd, err := redirect.New(mode)
+	if err != nil {
+		return nil, err
+	}
+	if nic != "" {
+		if err := fwd.AddNIC(nic, mode == redirect.ModeXDP); err != nil {
+			fwd.Close()
+			return nil, err
+		}
+	}
+	sync := func() {
+		added, removed, err := fwd.SyncVeths(veths)
+		if err != nil {
+			log.Warn("redirect: attaching to pod veths", zap.Error(err))
+		}
+		if len(added)+len(removed) > 0 {
+			log.Info("redirect: pod veths", zap.Strings("added", added), zap.Strings("removed", removed))
+		}
+	}
+	sync()
+	go func() {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				sync()
+			}
+		}
+	}()
+	log.Info("redirect on", zap.String("mode", string(mode)), zap.String("nic", nic), zap.Strings("veths", veths))
+	return fwd, nil
 }

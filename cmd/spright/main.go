@@ -30,6 +30,7 @@ const usage = `spright: serverless function chains on shared memory and eBPF
 Usage:
   spright run -f CHAIN.yaml [--listen ADDR] [--admin-listen ADDR] [--pin-dir DIR] [--no-netns]
               [--mqtt-listen ADDR] [--coap-listen ADDR]
+              [--redirect off|tc|xdp] [--gateway-netns] [--client-netns N]
   spright function --chain NAME --function NAME [--behavior B] [--service-time D] [--control SOCK]
   spright behaviors
   spright bench [--quick] [SCENARIO...]   (from the source tree: go run ./test/bench)
@@ -92,6 +93,9 @@ func cmdRun(args []string) error {
 	mqttListen := fs.String("mqtt-listen", "", "serve MQTT (3.1.1 and 5) on this TCP address and attach the MQTT adapter (default: chain.yaml's mqtt.listen)")
 	coapListen := fs.String("coap-listen", "", "serve CoAP on this UDP address and attach the CoAP adapter (default: chain.yaml's coap.listen)")
 	stats := fs.String("stats-dir", "", "directory where functions write their counters on exit")
+	redirectMode := fs.String("redirect", "", "eBPF forwarding between the chain's network namespaces: off, tc or xdp (default: chain.yaml's redirect, else off)")
+	gwNetns := fs.Bool("gateway-netns", false, "serve HTTP from a network namespace of its own, reached across veths (default: chain.yaml's gatewayNetns)")
+	clientNetns := fs.Int("client-netns", 0, "create this many client network namespaces joined by veth, for load generators (default: chain.yaml's clientNetns)")
 	debug := fs.Bool("debug", false, "debug logging")
 	fs.Parse(args)
 	if *file == "" {
@@ -109,11 +113,21 @@ func cmdRun(args []string) error {
 	log := logger(*debug)
 	defer log.Sync()
 	r, err := standalone.Start(cf, standalone.Options{Listen: *listen, AdminListen: *admin, PinDir: *pin, ControlSocket: *ctl,
-		NoNetns: *noNetns, StatsDir: *stats, Logger: log, MQTTListen: *mqttListen, CoAPListen: *coapListen})
+		NoNetns: *noNetns, StatsDir: *stats, Logger: log, MQTTListen: *mqttListen, CoAPListen: *coapListen,
+		Redirect: *redirectMode, GatewayNetns: *gwNetns, ClientNetns: *clientNetns})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "spright: chain %q (%s) serving on http://%s — try: curl -d abc http://%s/\n", cf.Name, cf.Mode, r.Addr(), r.Addr())
+	if m := r.RedirectMode(); m != "off" {
+		fmt.Fprintf(os.Stderr, "spright: eBPF redirect %s between the chain's network namespaces\n", m)
+	}
+	if ns := r.GatewayNetns(); ns != "" {
+		fmt.Fprintf(os.Stderr, "spright: gateway in netns %s\n", ns)
+	}
+	for _, ns := range r.ClientNetns() {
+		fmt.Fprintf(os.Stderr, "spright: client netns %s — try: ip netns exec %s curl -d abc http://%s/\n", ns, ns, r.Addr())
+	}
 	if a := r.MQTTAddr(); a != "" {
 		fmt.Fprintf(os.Stderr, "spright: MQTT on %s\n", a)
 	}

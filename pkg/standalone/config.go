@@ -9,6 +9,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/spright-dev/spright/bpf/redirect"
 	"github.com/spright-dev/spright/pkg/adapter"
 	"github.com/spright-dev/spright/pkg/adapter/mqtt"
 	"github.com/spright-dev/spright/pkg/gateway"
@@ -69,6 +70,23 @@ type ChainFile struct {
 	CoAP *CoAPFile `json:"coap,omitempty"`
 	// CloudEvents sets the answer events' attributes.
 	CloudEvents *adapter.CloudEventsOptions `json:"cloudevents,omitempty"`
+
+	// Redirect switches eBPF forwarding between the chain's network
+	// namespaces (bpf/redirect, DESIGN §4): off (default) | tc | xdp.
+	// Packets between pods then skip the host's IP forwarding path and its
+	// iptables/nftables rules; keep it off where such rules must apply.
+	// `spright run --redirect` overrides it.
+	Redirect string `json:"redirect,omitempty"`
+	// GatewayNetns puts the gateway's HTTP listener into a network
+	// namespace of its own (a "gateway pod", joined by veth like the
+	// functions), so that clients in other namespaces reach it across
+	// veths, pod to pod. The listen port is kept; the address becomes the
+	// namespace's.
+	GatewayNetns bool `json:"gatewayNetns,omitempty"`
+	// ClientNetns creates that many client namespaces ("ingress pods",
+	// joined by veth) for load generators and clients to run in
+	// (Runner.ClientNetns).
+	ClientNetns int `json:"clientNetns,omitempty"`
 }
 
 // MQTTFile is chain.yaml's mqtt section.
@@ -223,7 +241,18 @@ func (cf *ChainFile) defaults() error {
 	if err := cf.checkProtocols(); err != nil {
 		return err
 	}
-	_, err := cf.GatewayConfig()
+	if cf.Redirect == "false" {
+		cf.Redirect = "off" // YAML 1.1 reads an unquoted off as false
+	}
+	mode, err := redirect.ParseMode(cf.Redirect)
+	if err != nil {
+		return fmt.Errorf("chain %q: %w", cf.Name, err)
+	}
+	cf.Redirect = string(mode)
+	if cf.ClientNetns < 0 || cf.ClientNetns > 16 {
+		return fmt.Errorf("chain %q: clientNetns %d outside 0..16", cf.Name, cf.ClientNetns)
+	}
+	_, err = cf.GatewayConfig()
 	return err
 }
 

@@ -35,10 +35,24 @@ func TestParseErrors(t *testing.T) {
 		"route to nowhere": {"name: x\nroutes: {'*': [nope]}\nfunctions: [{name: upper}]", "nope"},
 		"bad duration":     {"name: x\nroutes: {'*': [upper]}\nfunctions: [{name: upper, serviceTime: soon}]", "soon"},
 		"too many":         {"name: x\nroutes: {'*': [upper]}\nfunctions: [{name: upper, instances: 99}]", "instances"},
+		"bad redirect":     {"name: x\nredirect: dpdk\nroutes: {'*': [upper]}\nfunctions: [{name: upper}]", "redirect mode"},
+		"many clients":     {"name: x\nclientNetns: 99\nroutes: {'*': [upper]}\nfunctions: [{name: upper}]", "clientNetns"},
 	} {
 		_, err := Parse([]byte(tc.yaml))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v, want it to mention %q", name, err, tc.want)
+		}
+	}
+}
+
+func TestRedirectField(t *testing.T) {
+	for in, want := range map[string]string{"": "off", "redirect: off\n": "off", "redirect: tc\n": "tc", "redirect: XDP\n": "xdp"} {
+		cf, err := Parse([]byte("name: x\n" + in + "routes: {'*': [upper]}\nfunctions: [{name: upper}]"))
+		if err != nil {
+			t.Fatalf("%q: %v", in, err)
+		}
+		if cf.Redirect != want {
+			t.Errorf("%q: redirect = %q, want %q", in, cf.Redirect, want)
 		}
 	}
 }

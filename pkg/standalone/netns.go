@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"strings"
 	"sync/atomic"
+
+	"github.com/spright-dev/spright/bpf/redirect"
 )
 
 // podNet is one function instance's network namespace and veth pair.
@@ -69,6 +71,13 @@ func (p *podNet) create() error {
 		}
 	}
 	return nil
+}
+
+// enableForwarding lets the host forward packets arriving from the pod
+// (net.ipv4.conf.<host veth>.forwarding=1; the global ip_forward is left
+// alone): pod-to-pod traffic needs it, with or without eBPF redirect.
+func (p *podNet) enableForwarding() error {
+	return redirect.EnableForwarding(p.Host)
 }
 
 // delete removes the namespace (which removes the veth pair with it).

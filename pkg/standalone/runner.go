@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
+	"github.com/spright-dev/spright/bpf/redirect"
 	"github.com/spright-dev/spright/pkg/adapter"
 	"github.com/spright-dev/spright/pkg/gateway"
 )
@@ -45,6 +46,14 @@ type Options struct {
 	// ends there and attach their adapters (default: chain.yaml's
 	// mqtt.listen / coap.listen; none if neither is set).
 	MQTTListen, CoAPListen string
+	// Redirect overrides chain.yaml's redirect (off | tc | xdp; "" = the
+	// file's).
+	Redirect string
+	// GatewayNetns puts the HTTP listener into a namespace of its own (or
+	// chain.yaml's gatewayNetns).
+	GatewayNetns bool
+	// ClientNetns creates client namespaces (at least chain.yaml's).
+	ClientNetns int
 	// ReadyTimeout bounds the wait for all instances to register (default 20s).
 	ReadyTimeout time.Duration
 	Logger       *zap.Logger
@@ -92,6 +101,58 @@ type Runner struct {
 	// Adapters are the chain's protocol adapter hook points.
 	Adapters *adapter.Chain
 	fronts   adapterFronts
+
+	mode    redirect.Mode
+	fwd     *redirect.Forwarder // nil with redirect off
+	gwNet   *podNet             // the gateway's namespace (GatewayNetns)
+	clients []*podNet           // client namespaces (ClientNetns)
+}
+
+// RedirectMode is the forwarding mode in effect.
+func (r *Runner) RedirectMode() redirect.Mode { return r.mode }
+
+// Forwarder is the XDP/TC forwarder (nil when redirect is off): its Stats
+// show what took the redirect path.
+func (r *Runner) Forwarder() *redirect.Forwarder { return r.fwd }
+
+// GatewayNetns is the namespace the HTTP listener lives in ("" = the
+// host's).
+func (r *Runner) GatewayNetns() string {
+	if r.gwNet == nil {
+		return ""
+	}
+	return r.gwNet.NS
+}
+
+// ClientNetns are the client namespaces (see Options.ClientNetns), e.g. for
+// `ip netns exec NS wrk ...`.
+func (r *Runner) ClientNetns() []string {
+	out := make([]string, len(r.clients))
+	for i, c := range r.clients {
+		out[i] = c.NS
+	}
+	return out
+}
+
+// newPod creates a namespace joined by veth, enables forwarding for it
+// when pods talk to each other, and attaches the forwarder.
+func (r *Runner) newPod(what string, forwarding bool) (*podNet, error) {
+	pn := newPodNet()
+	if err := pn.create(); err != nil {
+		return nil, fmt.Errorf("netns for %s: %w", what, err)
+	}
+	r.nets = append(r.nets, pn)
+	if forwarding || r.fwd != nil {
+		if err := pn.enableForwarding(); err != nil {
+			return nil, fmt.Errorf("netns for %s: %w", what, err)
+		}
+	}
+	if r.fwd != nil {
+		if err := r.fwd.AddPod(pn.Host, pn.NS, pn.Peer); err != nil {
+			return nil, fmt.Errorf("netns for %s: %w", what, err)
+		}
+	}
+	return pn, nil
 }
 
 // verify admits a registering process only if this runner started it as
@@ -155,6 +216,24 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 			r.Stop()
 		}
 	}()
+	if opts.Redirect == "" {
+		opts.Redirect = cf.Redirect
+	}
+	if r.mode, err = redirect.ParseMode(opts.Redirect); err != nil {
+		return r, err
+	}
+	opts.GatewayNetns = opts.GatewayNetns || cf.GatewayNetns
+	opts.ClientNetns = max(opts.ClientNetns, cf.ClientNetns)
+	r.opts = opts
+	podToPod := opts.GatewayNetns || opts.ClientNetns > 0
+	if r.mode != redirect.ModeOff {
+		if opts.NoNetns {
+			return r, fmt.Errorf("redirect %s needs network namespaces (drop --no-netns)", r.mode)
+		}
+		if r.fwd, err = redirect.New(r.mode); err != nil {
+			return r, err
+		}
+	}
 	if r.Gateway, err = gateway.New(gateway.Config{ControlSocket: opts.ControlSocket, PinDir: opts.PinDir, Logger: opts.Logger, Verify: r.verify}); err != nil {
 		return r, err
 	}
@@ -168,11 +247,9 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 		for i := 0; i < *f.Instances; i++ {
 			var pn *podNet
 			if !opts.NoNetns {
-				pn = newPodNet()
-				if err = pn.create(); err != nil {
-					return r, fmt.Errorf("netns for %s/%d: %w", f.Name, i, err)
+				if pn, err = r.newPod(fmt.Sprintf("%s/%d", f.Name, i), podToPod); err != nil {
+					return r, err
 				}
-				r.nets = append(r.nets, pn)
 			}
 			p, err := r.spawn(f, i, pn)
 			if err != nil {
@@ -187,7 +264,30 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	if err = r.startAdapters(); err != nil {
 		return r, err
 	}
-	if r.ln, err = net.Listen("tcp", opts.Listen); err != nil {
+	for i := 0; i < opts.ClientNetns; i++ {
+		pn, err := r.newPod(fmt.Sprintf("client %d", i), true)
+		if err != nil {
+			return r, err
+		}
+		r.clients = append(r.clients, pn)
+	}
+	if opts.GatewayNetns {
+		if r.gwNet, err = r.newPod("the gateway", true); err != nil {
+			return r, err
+		}
+		_, port, err := net.SplitHostPort(opts.Listen)
+		if err != nil {
+			return r, fmt.Errorf("listen %s: %w", opts.Listen, err)
+		}
+		addr := net.JoinHostPort(r.gwNet.PodIP, port)
+		err = redirect.InNetns(r.gwNet.NS, func() (err error) {
+			r.ln, err = net.Listen("tcp", addr)
+			return err
+		})
+		if err != nil {
+			return r, fmt.Errorf("listen %s in netns %s: %w", addr, r.gwNet.NS, err)
+		}
+	} else if r.ln, err = net.Listen("tcp", opts.Listen); err != nil {
 		return r, fmt.Errorf("listen %s: %w", opts.Listen, err)
 	}
 	r.srv = &http.Server{Handler: adapter.HTTPHandler(r.Adapters, r.Gateway.Handler(r.Chain)), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}
@@ -205,6 +305,7 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 		go r.admin.Serve(aln)
 	}
 	r.log.Info("chain ready", zap.String("chain", cf.Name), zap.String("mode", cf.Mode), zap.String("listen", r.ln.Addr().String()),
+		zap.String("redirect", string(r.mode)), zap.String("gatewayNetns", r.GatewayNetns()), zap.Strings("clientNetns", r.ClientNetns()),
 		zap.Int("instances", len(r.procs)), zap.Bool("hugepages", r.Chain.Pool().HugePages()))
 	return r, nil
 }
@@ -324,6 +425,9 @@ func (r *Runner) Stop() error {
 			p.Cmd.Process.Kill()
 			<-p.done
 		}
+	}
+	if r.fwd != nil {
+		errs = append(errs, r.fwd.Close())
 	}
 	if r.Gateway != nil {
 		errs = append(errs, r.Gateway.Close(), r.Gateway.Unpin())
