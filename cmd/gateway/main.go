@@ -50,6 +50,8 @@ func run() error {
 	pin := flag.String("pin-dir", "/sys/fs/bpf/spright", "bpffs directory for the eBPF maps (kept across restarts)")
 	listen := flag.String("listen", "127.0.0.1:8080", "HTTP address for chain traffic (Host header picks the chain; one chain: all traffic)")
 	admin := flag.String("admin-listen", "127.0.0.1:9091", "address for /metrics (empty: off)")
+	drain := flag.Duration("drain-timeout", 0, "on SIGTERM, how long in-flight requests may take to finish (default: the longest chain timeout + 1s)")
+	memberWait := flag.Duration("member-wait", 10*time.Second, "after a restart (pools kept), how long to wait for the chains' members to register again before taking HTTP traffic")
 	statURL := flag.String("stat-push-url", "", "autoscaler stat server to push pod Stats to, e.g. ws://autoscaler.knative-serving.svc.cluster.local:8080 (empty: off)")
 	flag.Parse()
 	if os.Geteuid() != 0 {
@@ -66,6 +68,8 @@ func run() error {
 	}
 	byHost := map[string]*gateway.Chain{}
 	var only *gateway.Chain
+	var longest time.Duration
+	members := map[*gateway.Chain][]string{}
 	for i, f := range chains {
 		cf, err := standalone.Load(f)
 		if err != nil {
@@ -84,6 +88,12 @@ func run() error {
 		}
 		byHost[cf.Name] = c
 		only = c
+		longest = max(longest, cc.Timeout)
+		for _, f := range cf.Functions {
+			if f.Instances == nil || *f.Instances > 0 {
+				members[c] = append(members[c], f.Name)
+			}
+		}
 	}
 	if len(chains) != 1 {
 		only = nil
@@ -104,6 +114,21 @@ func run() error {
 		return err
 	}
 	defer func() { g.Close() }()
+	// A restarted gateway kept the pools: the members are registering again.
+	// Take traffic once they are back (bounded), not with 503s meanwhile.
+	for c, fns := range members {
+		if !c.Reopened() {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, *memberWait)
+		start := time.Now()
+		if err := c.WaitMembers(wctx, fns); err != nil {
+			log.Warn("serving before every member is back", zap.Error(err))
+		} else {
+			log.Info("members registered again after the restart", zap.String("chain", c.Name()), zap.Duration("after", time.Since(start)))
+		}
+		cancel()
+	}
 
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := only
@@ -136,9 +161,21 @@ func run() error {
 	}
 	log.Info("gateway ready", zap.String("control", *ctl), zap.String("listen", *listen), zap.Int("chains", len(chains)))
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Graceful drain: stop accepting, let every request in flight finish
+	// (each is bounded by its chain's timeout), then close the control
+	// socket. Pins and pools stay: a restarted gateway picks them up again
+	// and the members register with it.
+	if *drain == 0 {
+		*drain = longest + time.Second
+	}
+	log.Info("draining", zap.Duration("timeout", *drain))
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
-	srv.Shutdown(sctx)
-	// Pins stay: a restarted gateway picks the datapath up again.
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("drain incomplete: closing with requests in flight", zap.Error(err))
+	} else {
+		log.Info("drained", zap.Duration("after", time.Since(start)))
+	}
 	return nil
 }

@@ -60,9 +60,17 @@ type Chain struct {
 	Returned   atomic.Uint64 // descriptors that came back to the gateway
 	Invalid    atomic.Uint64 // descriptors dropped by the gateway's own checks
 	Reclaimed  atomic.Uint64 // slots taken back from dead instances
+
+	// reopened: the pool was kept from a gateway that ran before this one.
+	reopened bool
+	// orphans are the instances of the previous gateway that held slots
+	// when this one reopened the pool (owner -> slots), until they come
+	// back (hello.Previous) or the sweep takes the slots back.
+	orphanMu sync.Mutex
+	orphans  map[uint32]int
 }
 
-func newChain(cfg ChainConfig, log *zap.Logger) (*Chain, error) {
+func newChain(cfg ChainConfig, poolKey string, log *zap.Logger) (*Chain, error) {
 	if cfg.Name == "" {
 		return nil, fmt.Errorf("gateway: chain needs a name")
 	}
@@ -95,7 +103,7 @@ func newChain(cfg ChainConfig, log *zap.Logger) (*Chain, error) {
 	if pc.RegionSize < need {
 		pc.RegionSize = need
 	}
-	pool, err := shm.Create(cfg.Name, cfg.ID, pc, log)
+	pool, reopened, err := openPool(cfg, poolKey, pc, log)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: chain %q: %w", cfg.Name, err)
 	}
@@ -104,7 +112,7 @@ func newChain(cfg ChainConfig, log *zap.Logger) (*Chain, error) {
 		pool.Close()
 		return nil, fmt.Errorf("gateway: chain %q: %w", cfg.Name, err)
 	}
-	c := &Chain{cfg: cfg, pool: pool, routes: rt, pending: make([]pending, pool.Slots())}
+	c := &Chain{cfg: cfg, pool: pool, routes: rt, pending: make([]pending, pool.Slots()), reopened: reopened}
 	for i := range c.pending {
 		c.pending[i].ch = make(chan result, 1)
 	}
