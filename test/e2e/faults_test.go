@@ -28,6 +28,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spright-dev/spright/pkg/function"
 	"github.com/spright-dev/spright/pkg/gateway"
 	"github.com/spright-dev/spright/pkg/shm"
 )
@@ -485,4 +486,180 @@ func faultsUnderLoad(t *testing.T, d time.Duration, cycles int) {
 	if code, body, err := post("http://"+n.listen+"/", "abc"); err != nil || code != 200 || body != "CBA" {
 		t.Fatalf("after the faults: %d %q %v", code, body, err)
 	}
+}
+
+// poolFilesLeft lists the pool files a gateway pinning in pin left behind.
+func poolFilesLeft(pin string) []string {
+	huge, normal := shm.NamedDirs(gateway.PoolKey(pin))
+	var left []string
+	for _, d := range []string{huge, normal} {
+		if d == "" {
+			continue
+		}
+		if _, err := os.Stat(d); err == nil {
+			left = append(left, d)
+		}
+	}
+	return left
+}
+
+const slowYAML = `
+name: slow504
+timeout: 1s
+pool: {slots: 16, slotSize: 4096}
+routes: {"*": [slow], "die": [burner]}
+functions:
+  - name: slow       # in-process: the test decides when it answers
+    behavior: echo
+    instances: 0
+  - name: burner     # a process burning CPU far beyond the timeout
+    behavior: burn
+    serviceTime: 30s
+    workers: 1
+`
+
+// TestSlowFunctionTimeout: a function slower than the revision timeout. The
+// client gets 504 at the timeout; the slot stays with the function (it may
+// still write it) and comes back when the late answer arrives. Then a
+// function process that is still working on a timed-out request is killed
+// (kill -9): its slot is reclaimed.
+func TestSlowFunctionTimeout(t *testing.T) {
+	c := startChain(t, slowYAML)
+	pool := c.Chain.Pool()
+	free := pool.FreeCount()
+	release := make(chan struct{})
+	serve(t, c.Gateway.ControlSocketPath(), "slow504", "slow", function.HandlerFunc(func(m *function.Message) error {
+		<-release
+		copy(m.Payload(), "LATE") // still its slot: writing it is fine
+		return nil
+	}))
+	if code, body := postTopic(t, c.url, "", "late"); code != http.StatusGatewayTimeout {
+		t.Fatalf("slow request: %d %q, want 504", code, body)
+	}
+	if n := pool.FreeCount(); n != free-1 {
+		t.Fatalf("free %d right after the 504, want %d: the slot must stay with the function until it answers", n, free-1)
+	}
+	close(release)
+	waitFor(t, "the late answer frees the slot", func() bool { return pool.FreeCount() == free })
+	if r := c.Chain.Returned.Load(); r != 1 {
+		t.Errorf("gateway counted %d returned descriptors, want the late one", r)
+	}
+	if inv := c.Chain.Invalid.Load(); inv != 0 {
+		t.Errorf("%d descriptors dropped as invalid", inv)
+	}
+
+	// A function process still burning when its request timed out dies.
+	if code, body := postTopic(t, c.url, "die", "dies"); code != http.StatusGatewayTimeout {
+		t.Fatalf("request to the burner: %d %q, want 504", code, body)
+	}
+	if n := pool.FreeCount(); n != free-1 {
+		t.Fatalf("free %d after the second 504, want %d", n, free-1)
+	}
+	if err := c.Procs()[0].Cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the dead function's slot reclaimed", func() bool { return pool.FreeCount() == free })
+	if r := c.Chain.Reclaimed.Load(); r != 1 {
+		t.Errorf("reclaimed %d slots, want 1", r)
+	}
+	// The slow member answers at once now (release is closed).
+	if code, body := postTopic(t, c.url, "", "after"); code != 200 || body != "LATEr" {
+		t.Fatalf("after: %d %q", code, body)
+	}
+}
+
+const drainYAML = `
+name: drain
+timeout: 5s
+pool: {slots: 64, slotSize: 4096}
+routes: {"*": [upper]}
+functions:
+  - name: upper
+    serviceTime: 300ms
+    workers: 4
+    routes: {"*": [reverse]}
+  - name: reverse
+    workers: 4
+`
+
+// inFlightThenSignal sends n requests (each on its own connection), then
+// sig once they are inside the chain, and returns their results.
+func inFlightThenSignal(t *testing.T, url string, n int, p *os.Process) []string {
+	t.Helper()
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	out := make(chan string, n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			in := fmt.Sprintf("drain-%d", i)
+			resp, err := (&http.Client{Transport: tr}).Post(url, "text/plain", strings.NewReader(in))
+			if err != nil {
+				out <- err.Error()
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			if want := reverseString(strings.ToUpper(in)); resp.StatusCode != 200 || string(b) != want {
+				out <- fmt.Sprintf("%d %q, want 200 %q", resp.StatusCode, b, want)
+				return
+			}
+			out <- ""
+		}(i)
+	}
+	time.Sleep(150 * time.Millisecond) // the requests are in upper now
+	if err := p.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	var res []string
+	for i := 0; i < n; i++ {
+		res = append(res, <-out)
+	}
+	return res
+}
+
+// TestGracefulDrain: SIGTERM to the gateway (cmd/gateway) and to `spright
+// run` while requests are inside the chain: each of them is answered 200,
+// then the process exits cleanly; `spright run` leaves no pin, pool file,
+// netns or control socket.
+func TestGracefulDrain(t *testing.T) {
+	t.Run("gateway", func(t *testing.T) {
+		n := startNode(t, strings.ReplaceAll(drainYAML, "name: drain", "name: faults"))
+		n.startFunction("upper")
+		n.startFunction("reverse")
+		n.waitFor("members registered", 20*time.Second, func() bool { return n.metric(mInstances) == 2 })
+		gw, done := n.gw, n.gwDone
+		for i, r := range inFlightThenSignal(t, "http://"+n.listen+"/", 6, gw.Process) {
+			if r != "" {
+				t.Errorf("request %d in flight at SIGTERM: %s", i, r)
+			}
+		}
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Fatal("gateway still running 15 s after SIGTERM")
+		}
+		if code := gw.ProcessState.ExitCode(); code != 0 {
+			t.Errorf("gateway exit code %d after SIGTERM", code)
+		}
+		n.gw = nil
+		if _, _, err := post("http://"+n.listen+"/", "x"); err == nil {
+			t.Error("the stopped gateway still accepts requests")
+		}
+		// It keeps the pins and the pool for the next gateway.
+		if _, err := os.Stat(n.pin); err != nil {
+			t.Errorf("pins gone after a gateway stop: %v", err)
+		}
+		if len(poolFilesLeft(n.pin)) == 0 {
+			t.Error("pool file gone after a gateway stop")
+		}
+	})
+	t.Run("spright run", func(t *testing.T) {
+		c := runCLI(t, drainYAML)
+		for i, r := range inFlightThenSignal(t, c.url, 6, c.cmd.Process) {
+			if r != "" {
+				t.Errorf("request %d in flight at SIGTERM: %s", i, r)
+			}
+		}
+		c.stop(t) // SIGTERM again is harmless; checks the exit and leftovers
+	})
 }
