@@ -63,11 +63,11 @@ type Chain struct {
 
 	// reopened: the pool was kept from a gateway that ran before this one.
 	reopened bool
-	// orphans are the instances of the previous gateway that held slots
-	// when this one reopened the pool (owner -> slots), until they come
-	// back (hello.Previous) or the sweep takes the slots back.
+	// oldSlots are the slots the previous gateway's members held when this
+	// one reopened the pool (slot -> generation), until they are freed:
+	// their holder comes back (hello.Previous) or the sweep takes them.
 	orphanMu sync.Mutex
-	orphans  map[uint32]int
+	oldSlots map[uint32]uint32
 }
 
 func newChain(cfg ChainConfig, poolKey string, log *zap.Logger) (*Chain, error) {

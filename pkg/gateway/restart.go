@@ -27,7 +27,11 @@ import (
 //     them: they are freed when the member registers again naming its old
 //     instance (hello.Previous; the SDK does so after its workers are done),
 //     or by a sweep one request timeout after the reopen, for members that
-//     died while the gateway was away.
+//     died while the gateway was away;
+//   - a slot of that era a member hands to the gateway after the reopen (it
+//     finished a message as the gateway went away) is freed at the next
+//     registration or the sweep: no descriptor will come for it. The era is
+//     told by the slot's generation, which every Alloc bumps.
 //
 // Members notice the restart on their control connection and register
 // again (function.Run); they keep their old mapping until then.
@@ -61,12 +65,13 @@ func openPool(cfg ChainConfig, key string, pc shm.Config, log *zap.Logger) (*shm
 }
 
 // adoptPool takes back what the previous gateway held in a reopened pool,
-// records the members' slots as orphans and returns the highest instance
-// ID seen in it (new IDs go above it).
+// records the slots its members hold (with their generation) and returns
+// the highest instance ID seen in it (new IDs go above it).
 func (c *Chain) adoptPool(log *zap.Logger) uint32 {
 	var maxID uint32
 	freed := 0
-	orphans := map[uint32]int{}
+	old := map[uint32]uint32{}
+	owners := map[uint32]int{}
 	c.pool.InUse(func(slot, owner uint32) {
 		switch owner {
 		case descriptor.GatewayInstance:
@@ -75,36 +80,60 @@ func (c *Chain) adoptPool(log *zap.Logger) uint32 {
 			}
 		case shm.OwnerNone:
 		default:
-			orphans[owner]++
+			old[slot] = c.pool.Header(slot).Gen
+			owners[owner]++
 			maxID = max(maxID, owner)
 		}
 	})
 	c.orphanMu.Lock()
-	c.orphans = orphans
+	c.oldSlots = old
 	c.orphanMu.Unlock()
 	c.Reclaimed.Add(uint64(freed))
 	log.Info("pool adopted", zap.String("chain", c.Name()), zap.Int("gateway_slots_freed", freed),
-		zap.Any("member_slots", orphans), zap.Int("free", c.pool.FreeCount()))
+		zap.Any("member_slots", owners), zap.Int("free", c.pool.FreeCount()))
 	return maxID
 }
 
-// reclaimOrphan frees the slots old instance id still holds, if it is one
-// of the previous gateway's members. It returns how many.
-func (c *Chain) reclaimOrphan(id uint32) int {
+// reclaimOld frees the slots of the previous gateway's era (in use since
+// the reopen: same generation) that are safe to free: those held by
+// instance prev (a member that registered again, so its old work is done),
+// those handed to the gateway after the reopen (a member finishing a
+// message as the gateway went away: no descriptor will ever come for
+// them), and with all, every one of them (the sweep) except those a
+// registered instance holds now (an old member's forward that reached a new
+// one: it answers as usual). It returns how many.
+func (c *Chain) reclaimOld(prev uint32, all bool, registered func(uint32) bool) int {
 	c.orphanMu.Lock()
-	_, ok := c.orphans[id]
-	delete(c.orphans, id)
-	c.orphanMu.Unlock()
-	if !ok {
-		return 0
+	defer c.orphanMu.Unlock()
+	n := 0
+	for slot, gen := range c.oldSlots {
+		h := c.pool.Header(slot)
+		owner := c.pool.Owner(slot)
+		if h.Gen != gen || owner == shm.OwnerNone {
+			delete(c.oldSlots, slot) // freed (and maybe reused) meanwhile
+			continue
+		}
+		if owner != prev && owner != descriptor.GatewayInstance && (!all || registered(owner)) {
+			continue
+		}
+		if owner == descriptor.GatewayInstance || c.pool.Handoff(slot, owner, descriptor.GatewayInstance) {
+			if c.pool.Free(slot) == nil {
+				n++
+			}
+		}
+		delete(c.oldSlots, slot)
 	}
-	n := c.pool.ReclaimOwner(id, descriptor.GatewayInstance, func(slot uint32) { c.pool.Free(slot) })
 	c.Reclaimed.Add(uint64(n))
 	return n
 }
 
-// sweepOrphans frees the slots of every previous member that did not come
-// back within the chain's timeout.
+// reclaimOrphan frees what old instance id (and the previous era's
+// gateway-owned leftovers) still hold. It returns how many.
+func (c *Chain) reclaimOrphan(id uint32) int { return c.reclaimOld(id, false, nil) }
+
+// sweepOrphans frees, one chain timeout after the reopen, every slot of the
+// previous era still in use: its holder did not come back (it died while
+// the gateway was away) or overran the timeout.
 func (g *Gateway) sweepOrphans(c *Chain) {
 	defer g.wg.Done()
 	t := time.NewTimer(max(c.cfg.Timeout, time.Second))
@@ -114,17 +143,15 @@ func (g *Gateway) sweepOrphans(c *Chain) {
 	case <-g.done:
 		return
 	}
-	c.orphanMu.Lock()
-	ids := make([]uint32, 0, len(c.orphans))
-	for id := range c.orphans {
-		ids = append(ids, id)
+	registered := func(id uint32) bool {
+		g.mu.RLock()
+		defer g.mu.RUnlock()
+		_, ok := g.instances[id]
+		return ok
 	}
-	c.orphanMu.Unlock()
-	for _, id := range ids {
-		if n := c.reclaimOrphan(id); n > 0 {
-			g.log.Warn("a member of the previous gateway did not register again: its slots are reclaimed",
-				zap.String("chain", c.Name()), zap.Uint32("instance", id), zap.Int("slots", n))
-		}
+	if n := c.reclaimOld(0, true, registered); n > 0 {
+		g.log.Warn("slots of the previous gateway's members that did not register again are reclaimed",
+			zap.String("chain", c.Name()), zap.Int("slots", n))
 	}
 }
 

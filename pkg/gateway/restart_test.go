@@ -167,8 +167,9 @@ func TestRestartKeepsPool(t *testing.T) {
 }
 
 // TestRestartSweepsDeadMembers: a member holding a slot dies while the
-// gateway is away; the restarted gateway frees the slot one request
-// timeout after reopening the pool.
+// gateway is away, another hands its slot to the gateway after the reopen
+// (it finished a message of the old era); the restarted gateway frees both
+// one request timeout after reopening the pool.
 func TestRestartSweepsDeadMembers(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
@@ -184,6 +185,8 @@ func TestRestartSweepsDeadMembers(t *testing.T) {
 	}
 	s, _ := c1.Pool().Alloc(descriptor.GatewayInstance)
 	c1.Pool().Handoff(s, descriptor.GatewayInstance, 77) // a member that will never come back
+	late, _ := c1.Pool().Alloc(descriptor.GatewayInstance)
+	c1.Pool().Handoff(late, descriptor.GatewayInstance, 78)
 	g1.Close()
 	g2, err := gateway.New(gateway.Config{ControlSocket: sock, PinDir: pin, Logger: testLogger(t)})
 	if err != nil {
@@ -194,8 +197,11 @@ func TestRestartSweepsDeadMembers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := c2.Pool().FreeCount(); n != 15 {
-		t.Fatalf("free %d after reopen, want 15", n)
+	if n := c2.Pool().FreeCount(); n != 14 {
+		t.Fatalf("free %d after reopen, want 14", n)
+	}
+	if !c2.Pool().Handoff(late, 78, descriptor.GatewayInstance) { // member 78's late result
+		t.Fatal("late handoff refused")
 	}
 	waitUntil(t, "the dead member's slot swept", func() bool { return c2.Pool().FreeCount() == 16 })
 	// A chain file with another geometry gets a fresh pool, not the old one.
