@@ -406,10 +406,12 @@ func Run(ctx context.Context, opts Options, h Handler) error {
 	}
 }
 
-// reregister retries Register with exponential backoff (50 ms .. 2 s)
+// reregister retries Register with exponential backoff (20 ms .. 250 ms: a
+// failed attempt is one connect on a unix socket, and every member waits
+// for the gateway to come back, so the cap is the restart's added downtime)
 // until it succeeds or ctx ends.
 func reregister(ctx context.Context, opts Options, prev uint32) (*Instance, error) {
-	backoff := 50 * time.Millisecond
+	backoff := 20 * time.Millisecond
 	for {
 		in, err := register(opts, prev)
 		if err == nil {
@@ -420,6 +422,6 @@ func reregister(ctx context.Context, opts Options, prev uint32) (*Instance, erro
 			return nil, ctx.Err()
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		backoff = min(2*backoff, 250*time.Millisecond)
 	}
 }
