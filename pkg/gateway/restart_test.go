@@ -69,6 +69,7 @@ func TestRestartKeepsPool(t *testing.T) {
 		return g, c, httptest.NewServer(g.Handler(c))
 	}
 	g1, c1, srv1 := newGW()
+	t.Cleanup(func() { srv1.Close(); g1.Close(); g1.Unpin() }) // on failure: no pins or pools left (runs last)
 	path := c1.Pool().Path()
 	if path == "" {
 		t.Fatal("sk_msg chain pool is anonymous: it cannot survive a restart")
@@ -179,6 +180,7 @@ func TestRestartSweepsDeadMembers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { g1.Close(); g1.Unpin() })
 	c1, err := g1.AddChain(helloChain(500 * time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
