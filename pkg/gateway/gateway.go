@@ -80,8 +80,7 @@ type Gateway struct {
 	done    chan struct{} // closed by Close
 	wg      sync.WaitGroup
 
-	poolKey  string // names the chain pools kept across restarts
-	lockName string // the pin-dir lock file, for Unpin after Close
+	poolKey string // names the chain pools kept across restarts
 }
 
 // instance is a registered function instance.
@@ -156,7 +155,7 @@ func (g *Gateway) ensureDatapath() error {
 		lock.Close()
 		return fmt.Errorf("gateway: read-only metrics map: %w", err)
 	}
-	g.dp, g.gwSock, g.pinLock, g.roMetrics, g.lockName = dp, sock, lock, ro, lock.Name()
+	g.dp, g.gwSock, g.pinLock, g.roMetrics = dp, sock, lock, ro
 	// After a restart on kept pins, hand out instance IDs above every one
 	// still in the maps: a surviving member or sidecar must never share
 	// its ID (and counters) with a newcomer.
@@ -196,8 +195,6 @@ func (g *Gateway) AddChain(cfg ChainConfig) (*Chain, error) {
 		if id := c.adoptPool(g.log); id > g.nextInst.Load() {
 			g.nextInst.Store(id)
 		}
-		g.wg.Add(1)
-		go g.sweepOrphans(c)
 	}
 	if c.Mode() == ModeSkMsg {
 		if err := g.ensureDatapath(); err != nil {
@@ -211,6 +208,10 @@ func (g *Gateway) AddChain(cfg ChainConfig) (*Chain, error) {
 	} else {
 		g.wg.Add(1)
 		go g.recvLoop(c.gwRing)
+	}
+	if c.reopened {
+		g.wg.Add(1)
+		go g.sweepOrphans(c)
 	}
 	g.chains[c.Name()] = c
 	g.byID[c.ID()] = c
