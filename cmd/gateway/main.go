@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -130,7 +131,13 @@ func run() error {
 		cancel()
 	}
 
+	var draining atomic.Bool
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			// Tell keep-alive clients to go: the connection closes after
+			// this response, never under a request being written to it.
+			w.Header().Set("Connection", "close")
+		}
 		c := only
 		if c == nil {
 			host, _, err := net.SplitHostPort(r.Host)
@@ -145,9 +152,22 @@ func run() error {
 		}
 		g.Handler(c).ServeHTTP(w, r)
 	})
-	srv := &http.Server{Addr: *listen, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	var open atomic.Int64 // client connections
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				open.Add(-1)
+			}
+		}}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", *listen, err)
+	}
 	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !draining.Load() {
 			log.Error("chain listener", zap.Error(err))
 			stop()
 		}
@@ -172,6 +192,22 @@ func run() error {
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
+	// First refuse new connections and let the open ones end on their
+	// own: each gets "Connection: close" on its next response. Closing an
+	// idle keep-alive connection could cut a request the client is writing
+	// at that moment. Connections that stay idle are closed after a grace.
+	draining.Store(true)
+	ln.Close()
+	grace := time.NewTimer(min(*drain, 2*time.Second))
+	for open.Load() > 0 {
+		select {
+		case <-grace.C:
+		case <-time.After(10 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	grace.Stop()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("drain incomplete: closing with requests in flight", zap.Error(err))
 	} else {
