@@ -196,6 +196,8 @@ func run() error {
 	// own: each gets "Connection: close" on its next response. Closing an
 	// idle keep-alive connection could cut a request the client is writing
 	// at that moment. Connections that stay idle are closed after a grace.
+	// (Connections still in the kernel's accept queue when the listener
+	// closes are reset: the one loss a graceful stop can cause.)
 	draining.Store(true)
 	ln.Close()
 	grace := time.NewTimer(min(*drain, 2*time.Second))
@@ -208,6 +210,7 @@ func run() error {
 		break
 	}
 	grace.Stop()
+	log.Info("connections closed by their clients", zap.Int64("still_open", open.Load()), zap.Duration("after", time.Since(start)))
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Warn("drain incomplete: closing with requests in flight", zap.Error(err))
 	} else {

@@ -353,6 +353,8 @@ func faultsUnderLoad(t *testing.T, d time.Duration, cycles int) {
 	if code, body, err := post("http://"+n.listen+"/", "hello-spright"); err != nil || code != 200 || body != "THGIRPS-OLLEH" {
 		t.Fatalf("first request: %d %q %v", code, body, err)
 	}
+	// An idle keep-alive client holds a graceful stop for its grace (2 s).
+	http.DefaultClient.CloseIdleConnections()
 	slots := n.metric(mSlots)
 	if f := n.metric(mFree); f != slots {
 		t.Fatalf("free %v of %v slots at the start", f, slots)
@@ -452,13 +454,14 @@ func faultsUnderLoad(t *testing.T, d time.Duration, cycles int) {
 	}
 	// A crashed gateway cuts the connections it holds: at most the one
 	// request in flight on each is lost (read error: sent, never
-	// answered). A graceful stop loses none (TestGracefulDrain shows it
-	// alone): it answers each connection's next request with "Connection:
-	// close" and closes no connection under a request. (wrk counts a
-	// refused connection while the gateway is down as a write error:
-	// nothing was sent, the client knows at once.)
-	if lost := r.read + r.timeout; lost > conns*gwCrashes {
-		t.Errorf("%d requests lost on cut connections, more than %d (%d connections × %d crashes)", lost, conns*gwCrashes, conns, gwCrashes)
+	// answered). A graceful stop closes no open connection under a request
+	// (it answers each one's next request with "Connection: close"), but
+	// connections still in the kernel's accept queue when it closes its
+	// listener are reset: at most one request each, so the bound is the
+	// same. (wrk counts a refused connection while the gateway is down as
+	// a write error: nothing was sent, the client knows at once.)
+	if lost := r.read + r.timeout; lost > conns*gwRestarts {
+		t.Errorf("%d requests lost on cut connections, more than %d (%d connections × %d restarts, %d of them crashes)", lost, conns*gwRestarts, conns, gwRestarts, gwCrashes)
 	}
 	if r.timeout != 0 {
 		t.Errorf("%d requests timed out: never answered", r.timeout)
@@ -658,10 +661,11 @@ func TestGracefulDrain(t *testing.T) {
 		}
 	})
 	// Under wrk (keep-alive connections, a request always on the way): no
-	// request is cut. The gateway closes its listener and answers each
-	// open connection's next request with "Connection: close" before it
-	// shuts down, so no connection is closed under a request. (Connection
-	// attempts after that are refused: wrk counts them as write errors.)
+	// request on an open connection is cut. The gateway closes its
+	// listener and answers each open connection's next request with
+	// "Connection: close" before it shuts down. (Connection attempts after
+	// that are refused: wrk counts them as write errors. One caught in the
+	// accept queue at the close would be reset: a read error, and rare.)
 	t.Run("gateway under wrk", func(t *testing.T) {
 		n := startNode(t, faultsYAML)
 		n.startFunction("upper")
