@@ -184,6 +184,13 @@ func (g *Gateway) AddChain(cfg ChainConfig) (*Chain, error) {
 	if _, dup := g.byID[cfg.ID]; dup {
 		return nil, fmt.Errorf("gateway: chain id %d already used", cfg.ID)
 	}
+	if (cfg.Mode == "" || cfg.Mode == ModeSkMsg) && cfg.Name != "" && cfg.ID != 0 && cfg.ID != 0xFFFF {
+		// The pin-dir lock first: the named pool may belong to a gateway
+		// that is still running, and must not be adopted from under it.
+		if err := g.ensureDatapath(); err != nil {
+			return nil, err
+		}
+	}
 	c, err := newChain(cfg, g.poolKey, g.log)
 	if err != nil {
 		return nil, err
@@ -332,18 +339,17 @@ func (g *Gateway) Close() error {
 // shutdown: nothing is left behind). After Close it takes the pin-dir lock
 // again first, and leaves everything alone if another gateway has it.
 func (g *Gateway) Unpin() error {
-	var errs []error
-	if g.dp != nil {
-		if g.pinLock == nil {
-			lock, err := lockPinDir(g.cfg.PinDir)
-			if err != nil {
-				return fmt.Errorf("gateway: unpin: %w", err)
-			}
-			g.pinLock = lock
-		}
-		errs = append(errs, g.dp.Unpin())
+	if g.dp == nil {
+		return nil // never took the pins: nothing of ours to remove
 	}
-	errs = append(errs, shm.RemoveNamed(g.poolKey))
+	if g.pinLock == nil {
+		lock, err := lockPinDir(g.cfg.PinDir)
+		if err != nil {
+			return fmt.Errorf("gateway: unpin: %w", err)
+		}
+		g.pinLock = lock
+	}
+	errs := []error{g.dp.Unpin(), shm.RemoveNamed(g.poolKey)}
 	if g.pinLock != nil {
 		// Holding the lock: no other gateway can be using the file.
 		os.Remove(g.pinLock.Name())

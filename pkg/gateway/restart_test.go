@@ -132,6 +132,22 @@ func TestRestartKeepsPool(t *testing.T) {
 			}
 		}
 	})
+	// A second gateway on the same pins is refused before it touches the
+	// running one's pool.
+	g3, err := gateway.New(gateway.Config{ControlSocket: filepath.Join(dir, "other.sock"), PinDir: pin, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g3.AddChain(helloChain(time.Second)); err == nil || !strings.Contains(err.Error(), "another gateway") {
+		t.Fatalf("second gateway on the same pins: %v", err)
+	}
+	g3.Close()
+	if err := g3.Unpin(); err != nil {
+		t.Fatalf("unpin of the refused gateway: %v", err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Fatalf("the refused gateway removed the running one's pool: %v", err)
+	}
 	if c2.Pool().Path() != path {
 		t.Fatalf("restarted gateway uses pool %s, want the kept %s", c2.Pool().Path(), path)
 	}
