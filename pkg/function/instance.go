@@ -72,9 +72,13 @@ type Instance struct {
 	routes  *routing.RouteTable
 	tr      transport.Transport
 	metrics *ebpf.Map // EPROXY map, read-only: residual capacity
-	// gone: the gateway went away. Slots are then kept, not handed to
-	// the gateway: the next gateway reclaims them when this process
-	// registers again (see gateway/restart.go).
+	// gone: the control connection ended (the gateway went away, or this
+	// instance is stopping). Results are then not handed to the gateway:
+	// the descriptor could not be sent, and a slot the gateway owns with
+	// no descriptor coming would never be freed. The slot stays this
+	// instance's, and the gateway reclaims it: at once if this instance
+	// is leaving (unregister), or when this process registers again with
+	// a restarted gateway (see gateway/restart.go).
 	gone atomic.Bool
 }
 
