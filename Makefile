@@ -6,7 +6,7 @@ LISTEN    ?= 127.0.0.1:8080
 HUGEPAGES ?= 128
 FUZZTIME  ?= 30s
 
-.PHONY: all build generate check-generate test test-short bench bench-quick run hugepages fuzz vet clean ko-resolve
+.PHONY: all build generate check-generate test test-short bench bench-quick run hugepages fuzz soak vet clean ko-resolve
 
 all: build
 
@@ -54,11 +54,14 @@ bench: hugepages
 bench-quick: hugepages
 	$(GO) run ./test/bench --quick $(BENCHFLAGS)
 
-# Fixed-time fuzzing campaigns on the parsers (seeds in testdata/).
+# Fixed-time fuzzing campaigns on the parsers (seeds in testdata/fuzz/):
+# descriptors, HTTP ingestion, control-socket messages (decoding of every
+# type, and whole sessions against a live gateway), MQTT, CoAP, CloudEvents.
 fuzz:
 	$(GO) test ./pkg/descriptor -run '^$$' -fuzz FuzzUnmarshal -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/gateway -run '^$$' -fuzz FuzzIngest -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/control -run '^$$' -fuzz FuzzRecv -fuzztime $(FUZZTIME)
+	$(GO) test ./pkg/gateway -run '^$$' -fuzz FuzzControl -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/adapter/mqtt -run '^$$' -fuzz FuzzDecode -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/adapter/mqtt -run '^$$' -fuzz FuzzSession -fuzztime $(FUZZTIME)
 	$(GO) test ./pkg/adapter/coap -run '^$$' -fuzz FuzzDatagram -fuzztime $(FUZZTIME)
@@ -68,6 +71,14 @@ fuzz:
 # image; see test/ko/README.md); writes $(BIN)/ko/resolved.yaml.
 ko-resolve:
 	hack/ko-resolve.sh -f config/ -o $(BIN)/ko/resolved.yaml
+
+# Fault handling under load, long: wrk for 60 s with a function kill -9 and
+# gateway restarts (SIGTERM, then kill -9), then a 10-minute soak with the
+# same faults once a minute; each checks lost requests, the pool's free
+# count, goroutines and fds. (`go test` runs a 15 s version by default.)
+SOAKTIME ?= 10m
+soak: hugepages
+	SPRIGHT_SOAK=1 SPRIGHT_SOAK_DURATION=$(SOAKTIME) $(GO) test -count=1 -v -timeout 30m ./test/e2e -run '^(TestFaultsUnderLoad|TestSoak)$$'
 
 clean:
 	rm -rf $(BIN)

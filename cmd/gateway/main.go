@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,6 +56,8 @@ func run() error {
 	pin := flag.String("pin-dir", "/sys/fs/bpf/spright", "bpffs directory for the eBPF maps (kept across restarts)")
 	listen := flag.String("listen", "127.0.0.1:8080", "HTTP address for chain traffic (Host header picks the chain; one chain: all traffic)")
 	admin := flag.String("admin-listen", "127.0.0.1:9091", "address for /metrics (empty: off)")
+	drain := flag.Duration("drain-timeout", 0, "on SIGTERM, how long in-flight requests may take to finish (default: the longest chain timeout + 1s)")
+	memberWait := flag.Duration("member-wait", 10*time.Second, "after a restart (pools kept), how long to wait for the chains' members to register again before taking HTTP traffic")
 	statURL := flag.String("stat-push-url", "", "autoscaler stat server to push pod Stats to, e.g. ws://autoscaler.knative-serving.svc.cluster.local:8080 (empty: off)")
 	kube := flag.Bool("kube", false, "Kubernetes mode: serve the cluster's Chain objects (published by the SPRIGHT controller) instead of -f files")
 	kubeconfig := flag.String("kubeconfig", "", "kubeconfig for --kube (empty: in-cluster config)")
@@ -90,6 +93,8 @@ func run() error {
 	}
 	byHost := map[string]*gateway.Chain{}
 	var only *gateway.Chain
+	var longest time.Duration
+	members := map[*gateway.Chain][]string{}
 	for i, f := range chains {
 		cf, err := standalone.Load(f)
 		if err != nil {
@@ -108,6 +113,12 @@ func run() error {
 		}
 		byHost[cf.Name] = c
 		only = c
+		longest = max(longest, cc.Timeout)
+		for _, f := range cf.Functions {
+			if f.Instances == nil || *f.Instances > 0 {
+				members[c] = append(members[c], f.Name)
+			}
+		}
 	}
 	if len(chains) != 1 {
 		only = nil
@@ -136,7 +147,25 @@ func run() error {
 		defer fwd.Close()
 	}
 
-	var handler http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	// A restarted gateway kept the pools: the members are registering again.
+	// Take traffic once they are back (bounded), not with 503s meanwhile.
+	for c, fns := range members {
+		if !c.Reopened() {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, *memberWait)
+		start := time.Now()
+		if err := c.WaitMembers(wctx, fns); err != nil {
+			log.Warn("serving before every member is back", zap.Error(err))
+		} else {
+			log.Info("members registered again after the restart", zap.String("chain", c.Name()), zap.Duration("after", time.Since(start)))
+		}
+		cancel()
+	}
+
+	// route picks the chain of a request: by host among the -f chains, or
+	// from the cluster's Chains with --kube.
+	var route http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := only
 		if c == nil {
 			host, _, err := net.SplitHostPort(r.Host)
@@ -170,11 +199,33 @@ func run() error {
 				stop()
 			}
 		}()
-		handler = w.Handler()
+		route = w.Handler()
 	}
-	srv := &http.Server{Addr: *listen, Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+	var draining atomic.Bool
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() {
+			// Tell keep-alive clients to go: the connection closes after
+			// this response, never under a request being written to it.
+			w.Header().Set("Connection", "close")
+		}
+		route.ServeHTTP(w, r)
+	})
+	var open atomic.Int64 // client connections
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
+		ConnState: func(_ net.Conn, st http.ConnState) {
+			switch st {
+			case http.StateNew:
+				open.Add(1)
+			case http.StateClosed, http.StateHijacked:
+				open.Add(-1)
+			}
+		}}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", *listen, err)
+	}
 	go func() {
-		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !draining.Load() {
 			log.Error("chain listener", zap.Error(err))
 			stop()
 		}
@@ -188,10 +239,41 @@ func run() error {
 	}
 	log.Info("gateway ready", zap.String("control", *ctl), zap.String("listen", *listen), zap.Int("chains", len(chains)))
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Graceful drain: stop accepting, let every request in flight finish
+	// (each is bounded by its chain's timeout), then close the control
+	// socket. Pins and pools stay: a restarted gateway picks them up again
+	// and the members register with it.
+	if *drain == 0 {
+		*drain = longest + time.Second
+	}
+	log.Info("draining", zap.Duration("timeout", *drain))
+	start := time.Now()
+	sctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
-	srv.Shutdown(sctx)
-	// Pins stay: a restarted gateway picks the datapath up again.
+	// First refuse new connections and let the open ones end on their
+	// own: each gets "Connection: close" on its next response. Closing an
+	// idle keep-alive connection could cut a request the client is writing
+	// at that moment. Connections that stay idle are closed after a grace.
+	// (Connections still in the kernel's accept queue when the listener
+	// closes are reset: the one loss a graceful stop can cause.)
+	draining.Store(true)
+	ln.Close()
+	grace := time.NewTimer(min(*drain, 2*time.Second))
+	for open.Load() > 0 {
+		select {
+		case <-grace.C:
+		case <-time.After(10 * time.Millisecond):
+			continue
+		}
+		break
+	}
+	grace.Stop()
+	log.Info("connections closed by their clients", zap.Int64("still_open", open.Load()), zap.Duration("after", time.Since(start)))
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Warn("drain incomplete: closing with requests in flight", zap.Error(err))
+	} else {
+		log.Info("drained", zap.Duration("after", time.Since(start)))
+	}
 	return nil
 }
 

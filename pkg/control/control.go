@@ -50,6 +50,10 @@ type Message struct {
 	// Hello
 	Chain    string `json:"chain,omitempty"`
 	Function string `json:"function,omitempty"`
+	// Previous is the instance ID a member had with the gateway before
+	// this one (it registers again after a gateway restart, done with its
+	// old work): the slots still held under that ID are reclaimed.
+	Previous uint32 `json:"previous,omitempty"`
 
 	// Welcome
 	Instance      uint32 `json:"instance,omitempty"`

@@ -72,11 +72,23 @@ type Instance struct {
 	routes  *routing.RouteTable
 	tr      transport.Transport
 	metrics *ebpf.Map // EPROXY map, read-only: residual capacity
+	// gone: the control connection ended (the gateway went away, or this
+	// instance is stopping). Results are then not handed to the gateway:
+	// the descriptor could not be sent, and a slot the gateway owns with
+	// no descriptor coming would never be freed. The slot stays this
+	// instance's, and the gateway reclaims it: at once if this instance
+	// is leaving (unregister), or when this process registers again with
+	// a restarted gateway (see gateway/restart.go).
+	gone atomic.Bool
 }
 
 // Register connects to the gateway, maps the chain pool and joins the data
 // path. The instance is routable when Register returns.
-func Register(opts Options) (*Instance, error) {
+func Register(opts Options) (*Instance, error) { return register(opts, 0) }
+
+// register registers; prev is the instance ID this process had with the
+// previous gateway (0: none), whose slots the gateway may now reclaim.
+func register(opts Options, prev uint32) (*Instance, error) {
 	if opts.ControlSocket == "" {
 		opts.ControlSocket = control.DefaultSocket
 	}
@@ -97,7 +109,7 @@ func Register(opts Options) (*Instance, error) {
 		opts.Stats = new(Stats)
 	}
 	in := &Instance{opts: opts, ctl: ctl, log: opts.Logger, Stats: opts.Stats}
-	if err := in.handshake(); err != nil {
+	if err := in.handshake(prev); err != nil {
 		in.Close()
 		return nil, fmt.Errorf("function %s/%s: register: %w", opts.Chain, opts.Function, err)
 	}
@@ -105,8 +117,8 @@ func Register(opts Options) (*Instance, error) {
 	return in, nil
 }
 
-func (in *Instance) handshake() error {
-	if err := in.ctl.Send(control.Message{Type: control.TypeHello, Chain: in.opts.Chain, Function: in.opts.Function}); err != nil {
+func (in *Instance) handshake(prev uint32) error {
+	if err := in.ctl.Send(control.Message{Type: control.TypeHello, Chain: in.opts.Chain, Function: in.opts.Function, Previous: prev}); err != nil {
 		return err
 	}
 	w, fds, err := in.ctl.Expect(control.TypeWelcome)
@@ -213,6 +225,7 @@ func (in *Instance) Serve(ctx context.Context, h Handler) error {
 	gatewayGone := make(chan struct{})
 	go func() {
 		in.ctl.Recv()
+		in.gone.Store(true)
 		close(gatewayGone)
 		in.tr.Close()
 	}()
@@ -335,6 +348,9 @@ func (in *Instance) fail(m *Message, status int, msg string) {
 }
 
 func (in *Instance) toGateway(m *Message, flags uint16) {
+	if in.gone.Load() {
+		return // nobody waits for it; the slot stays ours until we register again
+	}
 	if !in.Pool.Handoff(m.slot, in.ID, descriptor.GatewayInstance) {
 		return
 	}
@@ -367,9 +383,11 @@ func (in *Instance) SendRaw(d descriptor.Descriptor) error { return in.tr.Send(d
 
 // Run registers and serves until ctx ends.
 //
-// If the gateway goes away (a restart), Run registers again, with backoff,
-// and serves the new gateway: requests in flight at the restart are lost,
-// the instance is not. The first registration must succeed.
+// If the gateway goes away (a restart), Run finishes the messages it holds,
+// registers again, with backoff, and serves the new gateway, which keeps the
+// chain's pool: requests in flight at the restart are lost (their HTTP
+// connections died with the gateway) and their slots reclaimed; the
+// instance is not. The first registration must succeed.
 func Run(ctx context.Context, opts Options, h Handler) error {
 	in, err := Register(opts)
 	if err != nil {
@@ -386,18 +404,20 @@ func Run(ctx context.Context, opts Options, h Handler) error {
 			log = zap.NewNop()
 		}
 		log.Warn("gateway gone: registering again", zap.String("chain", opts.Chain), zap.String("function", opts.Function))
-		if in, err = reregister(ctx, opts); err != nil {
+		if in, err = reregister(ctx, opts, in.ID); err != nil {
 			return nil // ctx ended while the gateway was away
 		}
 	}
 }
 
-// reregister retries Register with exponential backoff (50 ms .. 2 s)
+// reregister retries Register with exponential backoff (20 ms .. 250 ms: a
+// failed attempt is one connect on a unix socket, and every member waits
+// for the gateway to come back, so the cap is the restart's added downtime)
 // until it succeeds or ctx ends.
-func reregister(ctx context.Context, opts Options) (*Instance, error) {
-	backoff := 50 * time.Millisecond
+func reregister(ctx context.Context, opts Options, prev uint32) (*Instance, error) {
+	backoff := 20 * time.Millisecond
 	for {
-		in, err := Register(opts)
+		in, err := register(opts, prev)
 		if err == nil {
 			return in, nil
 		}
@@ -406,6 +426,6 @@ func reregister(ctx context.Context, opts Options) (*Instance, error) {
 			return nil, ctx.Err()
 		case <-time.After(backoff):
 		}
-		backoff = min(2*backoff, 2*time.Second)
+		backoff = min(2*backoff, 250*time.Millisecond)
 	}
 }

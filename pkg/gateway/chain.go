@@ -69,9 +69,17 @@ type Chain struct {
 	Reclaimed  atomic.Uint64 // slots taken back from dead instances
 
 	act Activation // requests held for a function with no instance (activator.go)
+
+	// reopened: the pool was kept from a gateway that ran before this one.
+	reopened bool
+	// oldSlots are the slots the previous gateway's members held when this
+	// one reopened the pool (slot -> generation), until they are freed:
+	// their holder comes back (hello.Previous) or the sweep takes them.
+	orphanMu sync.Mutex
+	oldSlots map[uint32]uint32
 }
 
-func newChain(cfg ChainConfig, log *zap.Logger) (*Chain, error) {
+func newChain(cfg ChainConfig, poolKey string, log *zap.Logger) (*Chain, error) {
 	if cfg.Name == "" {
 		return nil, fmt.Errorf("gateway: chain needs a name")
 	}
@@ -107,7 +115,7 @@ func newChain(cfg ChainConfig, log *zap.Logger) (*Chain, error) {
 	if pc.RegionSize < need {
 		pc.RegionSize = need
 	}
-	pool, err := shm.Create(cfg.Name, cfg.ID, pc, log)
+	pool, reopened, err := openPool(cfg, poolKey, pc, log)
 	if err != nil {
 		return nil, fmt.Errorf("gateway: chain %q: %w", cfg.Name, err)
 	}
@@ -116,7 +124,7 @@ func newChain(cfg ChainConfig, log *zap.Logger) (*Chain, error) {
 		pool.Close()
 		return nil, fmt.Errorf("gateway: chain %q: %w", cfg.Name, err)
 	}
-	c := &Chain{cfg: cfg, pool: pool, routes: rt, pending: make([]pending, pool.Slots())}
+	c := &Chain{cfg: cfg, pool: pool, routes: rt, pending: make([]pending, pool.Slots()), reopened: reopened}
 	for i := range c.pending {
 		c.pending[i].ch = make(chan result, 1)
 	}

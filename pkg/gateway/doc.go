@@ -12,7 +12,15 @@
 // the eBPF datapath (sockhash, chain membership, bounds), and the control
 // socket where function instances register. When an instance's control
 // connection ends (the process died), the gateway reclaims exactly the
-// slots that instance held and fails their requests with 502.
+// slots that instance held and fails their requests with 502. A request that
+// times out (504) leaves its slot with the function, which may still write
+// it; the slot is freed when the late answer arrives or the function dies.
+//
+// A gateway restart keeps the data path: the eBPF maps stay pinned and the
+// pools stay as root-only files named after the pin directory (hugetlbfs, or
+// /dev/shm without hugepages). The next gateway reopens them, frees what the
+// old gateway held and takes the members' slots back as they register again
+// (see restart.go). Unpin (a clean standalone stop) removes pins and pools.
 //
 // Errors are HTTP statuses with a plain-text body saying why: 413 body larger
 // than a slot, 503 pool full (with Retry-After) or no ready instance, 502 a

@@ -21,6 +21,7 @@ import (
 	"github.com/spright-dev/spright/pkg/descriptor"
 	"github.com/spright-dev/spright/pkg/eproxy"
 	"github.com/spright-dev/spright/pkg/routing"
+	"github.com/spright-dev/spright/pkg/shm"
 	"github.com/spright-dev/spright/pkg/transport"
 )
 
@@ -79,7 +80,10 @@ type Gateway struct {
 
 	ctl     *net.UnixListener
 	closing atomic.Bool
+	done    chan struct{} // closed by Close
 	wg      sync.WaitGroup
+
+	poolKey string // names the chain pools kept across restarts
 }
 
 // instance is a registered function instance.
@@ -106,6 +110,7 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{
 		cfg: cfg, log: cfg.Logger,
 		chains: map[string]*Chain{}, byID: map[uint16]*Chain{}, instances: map[uint32]*instance{}, conns: map[*control.Conn]struct{}{},
+		done: make(chan struct{}), poolKey: PoolKey(cfg.PinDir),
 	}
 	return g, nil
 }
@@ -182,9 +187,24 @@ func (g *Gateway) AddChain(cfg ChainConfig) (*Chain, error) {
 	if _, dup := g.byID[cfg.ID]; dup {
 		return nil, fmt.Errorf("gateway: chain id %d already used", cfg.ID)
 	}
-	c, err := newChain(cfg, g.log)
+	if (cfg.Mode == "" || cfg.Mode == ModeSkMsg) && cfg.Name != "" && cfg.ID != 0 && cfg.ID != 0xFFFF {
+		// The pin-dir lock first: the named pool may belong to a gateway
+		// that is still running, and must not be adopted from under it.
+		if err := g.ensureDatapath(); err != nil {
+			return nil, err
+		}
+	}
+	c, err := newChain(cfg, g.poolKey, g.log)
 	if err != nil {
 		return nil, err
+	}
+	if c.reopened {
+		// New instance IDs go above every owner left in the pool: a
+		// member of the previous gateway must not share an ID with a
+		// newcomer while it may still hold slots.
+		if id := c.adoptPool(g.log); id > g.nextInst.Load() {
+			g.nextInst.Store(id)
+		}
 	}
 	if c.Mode() == ModeSkMsg {
 		if err := g.ensureDatapath(); err != nil {
@@ -198,6 +218,10 @@ func (g *Gateway) AddChain(cfg ChainConfig) (*Chain, error) {
 	} else {
 		g.wg.Add(1)
 		go g.recvLoop(c.gwRing)
+	}
+	if c.reopened {
+		g.wg.Add(1)
+		go g.sweepOrphans(c)
 	}
 	g.chains[c.Name()] = c
 	g.byID[c.ID()] = c
@@ -264,9 +288,15 @@ func (g *Gateway) Start() error {
 }
 
 // Close stops the gateway: the control socket, the receive loops, the pools.
-// Pinned maps stay (Unpin removes them).
+// Pinned maps and the pool files stay for a restarted gateway (Unpin
+// removes them). Slots the members hold stay theirs: a member may still be
+// working on them, and tells the next gateway when it is done (it registers
+// again).
 func (g *Gateway) Close() error {
-	g.closing.Store(true)
+	if g.closing.Swap(true) {
+		return nil
+	}
+	close(g.done)
 	if g.ctl != nil {
 		g.ctl.Close()
 		os.Remove(g.cfg.ControlSocket)
@@ -301,22 +331,35 @@ func (g *Gateway) Close() error {
 	for _, c := range g.Chains() {
 		c.pool.Close()
 	}
+	if g.pinLock != nil {
+		g.pinLock.Close() // the next gateway may take the pins now
+		g.pinLock = nil
+	}
 	return err
 }
 
-// Unpin removes the pinned eBPF maps (standalone shutdown).
+// Unpin removes the pinned eBPF maps and the chain pool files (standalone
+// shutdown: nothing is left behind). After Close it takes the pin-dir lock
+// again first, and leaves everything alone if another gateway has it.
 func (g *Gateway) Unpin() error {
 	if g.dp == nil {
-		return nil
+		return nil // never took the pins: nothing of ours to remove
 	}
-	err := g.dp.Unpin()
+	if g.pinLock == nil {
+		lock, err := lockPinDir(g.cfg.PinDir)
+		if err != nil {
+			return fmt.Errorf("gateway: unpin: %w", err)
+		}
+		g.pinLock = lock
+	}
+	errs := []error{g.dp.Unpin(), shm.RemoveNamed(g.poolKey)}
 	if g.pinLock != nil {
-		// Still holding the lock: no other gateway can be using the file.
+		// Holding the lock: no other gateway can be using the file.
 		os.Remove(g.pinLock.Name())
 		g.pinLock.Close()
 		g.pinLock = nil
 	}
-	return err
+	return errors.Join(errs...)
 }
 
 // send puts a descriptor on the gateway's transport for its chain.
@@ -439,6 +482,14 @@ func (g *Gateway) register(conn *control.Conn, hello control.Message) (*instance
 	if err := g.verify(conn, Member{Chain: hello.Chain, Function: hello.Function}); err != nil {
 		return nil, err
 	}
+	if hello.Previous != 0 {
+		// A member of the previous gateway is back, done with its old
+		// instance's work: what that instance still holds is free.
+		if n := c.reclaimOrphan(hello.Previous); n > 0 {
+			g.log.Info("slots of a member's previous instance reclaimed", zap.String("chain", c.Name()),
+				zap.Uint32("previous", hello.Previous), zap.Int("slots", n))
+		}
+	}
 	in := &instance{id: g.nextInst.Add(1), chain: c, fn: fn, conn: conn, ring: -1}
 	var err error
 	if cred, err := conn.PeerCred(); err == nil {
@@ -540,6 +591,11 @@ func (g *Gateway) unregister(in *instance) {
 	g.removeFromDatapath(in)
 	g.releaseRing(in)
 	in.conn.Close()
+	if g.closing.Load() {
+		// The gateway stops, the member does not: it keeps its slots
+		// until it registers with the next gateway (see restart.go).
+		return
+	}
 	n := c.pool.ReclaimOwner(in.id, descriptor.GatewayInstance, func(slot uint32) {
 		c.complete(slot, result{status: 502, slot: slot,
 			err: fmt.Sprintf("function %q (instance %d) died while holding this request", c.routes.FunctionName(in.fn), in.id)})

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -45,14 +46,15 @@ var (
 	descDispatched = prometheus.NewDesc("spright_gateway_dispatches_total", "Descriptors the gateway sent into the chain (one per request: the functions route among themselves).", []string{"chain"}, nil)
 	descReturned   = prometheus.NewDesc("spright_gateway_returns_total", "Descriptors returned to the gateway by the chain.", []string{"chain"}, nil)
 	descInvalid    = prometheus.NewDesc("spright_gateway_invalid_descriptors_total", "Descriptors the gateway dropped after its own checks.", []string{"chain"}, nil)
-	descReclaimed  = prometheus.NewDesc("spright_pool_reclaimed_slots_total", "Slots reclaimed from instances that died.", []string{"chain"}, nil)
+	descReclaimed  = prometheus.NewDesc("spright_pool_reclaimed_slots_total", "Slots reclaimed from instances that died (and, after a restart, from the previous gateway and its members).", []string{"chain"}, nil)
+	descInstances  = prometheus.NewDesc("spright_chain_instances", "Registered instances of the chain's functions.", []string{"chain"}, nil)
 	descDrops      = prometheus.NewDesc("spright_bpf_dropped_descriptors_total", "Descriptors the sk_msg program dropped, by reason.", []string{"reason"}, nil)
 	descInstSent   = prometheus.NewDesc("spright_bpf_instance_sent_total", "Descriptors sent by an instance (eBPF count).", []string{"instance"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (g *Gateway) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPoolFree, descPoolSlots, descDispatched, descReturned, descInvalid, descReclaimed, descDrops, descInstSent} {
+	for _, d := range []*prometheus.Desc{descPoolFree, descPoolSlots, descDispatched, descReturned, descInvalid, descReclaimed, descInstances, descDrops, descInstSent} {
 		ch <- d
 	}
 	g.metricsOnce.Do(g.initMetrics)
@@ -75,6 +77,7 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descInvalid, prometheus.CounterValue, float64(c.Invalid.Load()), n)
 		ch <- prometheus.MustNewConstMetric(descReclaimed, prometheus.CounterValue, float64(c.Reclaimed.Load()), n)
 		c.act.collect(ch, n)
+		ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(g.instanceCount(c)), n)
 	}
 	if g.dp != nil {
 		if drops, err := g.dp.Drops(); err == nil {
@@ -90,9 +93,23 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-// MetricsHandler serves the gateway's metrics in Prometheus text format.
+// MetricsHandler serves the gateway's metrics in Prometheus text format,
+// with the process's own (go_goroutines, process_open_fds, ...): the fault
+// tests watch them for leaks across kills and restarts.
 func (g *Gateway) MetricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(g)
+	reg.MustRegister(g, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
+
+func (g *Gateway) instanceCount(c *Chain) int {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	n := 0
+	for _, in := range g.instances {
+		if in.chain == c {
+			n++
+		}
+	}
+	return n
 }

@@ -3,7 +3,9 @@
 // response out (DESIGN §3).
 //
 // A ChainPool is a memfd (MFD_HUGETLB when the node has hugepages reserved,
-// normal pages otherwise, with a log line saying so) holding, in order:
+// normal pages otherwise, with a log line saying so), or for a gateway that
+// must be able to restart, a named file (CreateNamed / OpenNamed: hugetlbfs,
+// or /dev/shm) that outlives the gateway process. It holds, in order:
 //
 //	pool header (4 KiB)     magic, geometry, free-list head, free count
 //	slot headers            128 B each: state, owner, generation, request
@@ -19,6 +21,9 @@
 // kill -9 leaks nothing. A slot's state is changed with compare-and-swap, so a
 // slot can never be freed twice, whatever races a crash produces.
 //
-// The pool is never reachable through a path: its fd is passed to verified
-// chain members over the node's control socket (SCM_RIGHTS).
+// Members never open a pool by path: its fd is passed to verified chain
+// members over the node's control socket (SCM_RIGHTS). A named pool's file
+// is root-only (0600 in a 0700 directory), for the restarted gateway alone;
+// reopening checks the header and geometry and rebuilds the free list from
+// the slot states (only the gateway allocates and frees).
 package shm

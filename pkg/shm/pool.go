@@ -118,27 +118,21 @@ type ChainPool struct {
 	fd    int
 	hdr   *poolHeader
 	huge  bool
-	owned bool // created here (vs. opened from a received fd)
+	owned bool   // created here (vs. opened from a received fd)
+	path  string // the pool's file (named pools), "" for a memfd
 }
 
 func roundUp(v, to uint64) uint64 { return (v + to - 1) / to * to }
 
-// Create makes a new pool for chain. It tries hugepages first and falls back
-// to normal pages, with a warning saying why (log may be nil).
+// Create makes a new anonymous (memfd) pool for chain: it lives as long as
+// a process maps it or holds its fd. It tries hugepages first and falls back
+// to normal pages, with a warning saying why (log may be nil). CreateNamed
+// makes a pool that outlives the gateway.
 func Create(name string, chain uint16, cfg Config, log *zap.Logger) (*ChainPool, error) {
-	if cfg.Slots == 0 || cfg.SlotSize == 0 {
-		return nil, fmt.Errorf("shm: create pool %q: slots and slot size must be > 0", name)
+	l, err := layoutFor(name, cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Slots > 1<<24 {
-		return nil, fmt.Errorf("shm: create pool %q: %d slots is more than the %d supported", name, cfg.Slots, 1<<24)
-	}
-	slotSize := roundUp(uint64(cfg.SlotSize), 64)
-	slotHdrOff := uint64(headerSize)
-	regionOff := roundUp(slotHdrOff+uint64(cfg.Slots)*SlotHeaderSize, 4096)
-	regionSize := roundUp(uint64(cfg.RegionSize), 4096)
-	dataOff := roundUp(regionOff+regionSize, 4096)
-	total := dataOff + uint64(cfg.Slots)*slotSize
-
 	if log == nil {
 		log = zap.NewNop()
 	}
@@ -146,46 +140,27 @@ func Create(name string, chain uint16, cfg Config, log *zap.Logger) (*ChainPool,
 		fd   int
 		mem  []byte
 		huge bool
-		err  error
 	)
 	if !cfg.NoHugePages {
-		hsize := roundUp(total, hugePageSize)
+		hsize := roundUp(l.Total, hugePageSize)
 		fd, mem, err = mapNew(name, hsize, unix.MFD_HUGETLB)
 		if err == nil {
-			huge, total = true, hsize
+			huge, l.Total = true, hsize
 		} else {
 			log.Warn("hugepages unavailable, pool falls back to normal pages; reserve some with: echo N > /proc/sys/vm/nr_hugepages",
 				zap.String("pool", name), zap.Uint64("bytes", hsize), zap.Error(err))
 		}
 	}
 	if !huge {
-		fd, mem, err = mapNew(name, total, 0)
+		fd, mem, err = mapNew(name, l.Total, 0)
 		if err != nil {
-			return nil, fmt.Errorf("shm: create pool %q (%d bytes): %w", name, total, err)
+			return nil, fmt.Errorf("shm: create pool %q (%d bytes): %w", name, l.Total, err)
 		}
 	}
 	p := &ChainPool{mem: mem, fd: fd, huge: huge, owned: true}
-	p.hdr = (*poolHeader)(unsafe.Pointer(&mem[0]))
-	*p.hdr = poolHeader{
-		Magic: poolMagic, Version: poolVersion, Chain: chain,
-		Slots: cfg.Slots, SlotSize: uint32(slotSize),
-		SlotHdrOff: slotHdrOff, RegionOff: regionOff, RegionSize: regionSize,
-		DataOff: dataOff, Total: total,
-	}
-	if huge {
-		p.hdr.HugePages = 1
-	}
-	// Build the free list so that slot 0 is popped first.
-	for i := int(cfg.Slots) - 1; i >= 0; i-- {
-		h := p.Header(uint32(i))
-		h.Owner = OwnerNone
-		h.State = SlotFree
-		h.next = uint32(p.hdr.FreeHead & 0xffffffff)
-		p.hdr.FreeHead = uint64(i + 1)
-	}
-	p.hdr.FreeCount = int64(cfg.Slots)
+	p.init(chain, l)
 	log.Info("pool created", zap.String("pool", name), zap.Uint16("chain", chain), zap.Uint32("slots", cfg.Slots),
-		zap.Uint64("slot_size", slotSize), zap.Uint64("bytes", total), zap.Bool("hugepages", huge))
+		zap.Uint64("slot_size", l.SlotSize), zap.Uint64("bytes", l.Total), zap.Bool("hugepages", huge))
 	return p, nil
 }
 
@@ -241,7 +216,8 @@ func Open(fd int) (*ChainPool, error) {
 	return p, nil
 }
 
-// Close unmaps the pool and closes its fd.
+// Close unmaps the pool and closes its fd. A named pool's file stays
+// (Remove deletes it).
 func (p *ChainPool) Close() error {
 	if p.mem == nil {
 		return nil
@@ -252,6 +228,18 @@ func (p *ChainPool) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// Remove deletes a named pool's file (after Close, or before: the memory
+// lives on while mapped). No-op for a memfd pool.
+func (p *ChainPool) Remove() error {
+	if p.path == "" {
+		return nil
+	}
+	if err := os.Remove(p.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("shm: remove pool %s: %w", p.path, err)
+	}
+	return nil
 }
 
 // FD is the pool's memfd, to be passed to chain members with SCM_RIGHTS.

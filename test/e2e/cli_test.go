@@ -123,6 +123,9 @@ func (c *cliChain) stop(t *testing.T) {
 	if _, err := os.Stat(c.ctl); !os.IsNotExist(err) {
 		t.Errorf("control socket %s still there (%v)", c.ctl, err)
 	}
+	if left := poolFilesLeft(c.pin); len(left) > 0 {
+		t.Errorf("pool files left behind: %v", left)
+	}
 }
 
 // TestIdleCostsNothing: a warm chain with no traffic. In sk_msg mode the
