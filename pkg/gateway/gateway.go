@@ -452,8 +452,9 @@ func (g *Gateway) serveControl(conn *control.Conn) {
 	}
 	g.log.Info("instance registered", zap.String("chain", in.chain.Name()), zap.String("function", in.chain.routes.FunctionName(in.fn)),
 		zap.Uint32("instance", in.id), zap.Int32("pid", in.pid))
-	// Block until the instance goes away; any message after Joined is a
-	// protocol error and also ends the instance.
+	// Block until the instance goes away. A message after Joined is a
+	// protocol error: it is logged (its fds closed) and ignored — ending a
+	// serving instance over a stray message would cost its requests.
 	for {
 		m, fds, err := conn.Recv()
 		for _, fd := range fds {
