@@ -1,12 +1,9 @@
 package gateway_test
 
 import (
-	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,45 +15,16 @@ import (
 
 	"github.com/spright-dev/spright/pkg/eproxy"
 	"github.com/spright-dev/spright/pkg/gateway"
-	"github.com/spright-dev/spright/pkg/routing"
-	"github.com/spright-dev/spright/pkg/shm"
 )
 
-// startHolding is start() for a chain on which the gateway acts as the
+// startHolding starts the hello chain with the gateway acting as the
 // activator (HoldTimeout > 0).
 func startHolding(t *testing.T, hold time.Duration, maxHeld int) *env {
 	t.Helper()
-	needRoot(t)
-	dir := t.TempDir()
-	pin := filepath.Join("/sys/fs/bpf", fmt.Sprintf("spright-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_")))
-	g, err := gateway.New(gateway.Config{ControlSocket: filepath.Join(dir, "ctl.sock"), PinDir: pin, Logger: testLogger(t), Name: "gw-test"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := g.AddChain(gateway.ChainConfig{
-		Name: "hello", ID: 1, Timeout: 10 * time.Second, HoldTimeout: hold, MaxHeld: maxHeld,
-		Pool: shm.Config{Slots: 16, SlotSize: 4096, NoHugePages: true},
-		Routing: routing.Spec{
-			Functions: []routing.FunctionSpec{{Name: "upper"}, {Name: "reverse"}},
-			Routes: []routing.Route{
-				{From: routing.GatewayName, Topic: "*", To: []string{"upper"}},
-				{From: "upper", Topic: "*", To: []string{"reverse"}},
-			},
-		},
+	return startWith(t, func(g *gateway.Config, c *gateway.ChainConfig) {
+		g.Name = "gw-test"
+		c.Timeout, c.HoldTimeout, c.MaxHeld = 10*time.Second, hold, maxHeld
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(); err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(g.Handler(c))
-	t.Cleanup(func() {
-		srv.Close()
-		g.Close()
-		g.Unpin()
-	})
-	return &env{g: g, c: c, srv: srv, sock: filepath.Join(dir, "ctl.sock")}
 }
 
 type answer struct {

@@ -51,16 +51,22 @@ type env struct {
 
 func start(t testing.TB, mode string, slots uint32, timeout time.Duration) *env {
 	t.Helper()
+	return startWith(t, func(g *gateway.Config, c *gateway.ChainConfig) {
+		c.Mode, c.Timeout, c.Pool.Slots = mode, timeout, slots
+	})
+}
+
+// startWith starts a gateway with the hello chain (upper → reverse);
+// configure adjusts the gateway's and the chain's configuration first.
+func startWith(t testing.TB, configure func(*gateway.Config, *gateway.ChainConfig)) *env {
+	t.Helper()
 	needRoot(t)
 	dir := t.TempDir()
 	pin := filepath.Join("/sys/fs/bpf", fmt.Sprintf("spright-test-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_")))
-	g, err := gateway.New(gateway.Config{ControlSocket: filepath.Join(dir, "ctl.sock"), PinDir: pin, Logger: testLogger(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := g.AddChain(gateway.ChainConfig{
-		Name: "hello", ID: 1, Mode: mode, Timeout: timeout,
-		Pool: shm.Config{Slots: slots, SlotSize: 4096, NoHugePages: true},
+	gc := gateway.Config{ControlSocket: filepath.Join(dir, "ctl.sock"), PinDir: pin, Logger: testLogger(t)}
+	cc := gateway.ChainConfig{
+		Name: "hello", ID: 1,
+		Pool: shm.Config{Slots: 16, SlotSize: 4096, NoHugePages: true},
 		Routing: routing.Spec{
 			Functions: []routing.FunctionSpec{{Name: "upper"}, {Name: "reverse"}},
 			Routes: []routing.Route{
@@ -68,7 +74,13 @@ func start(t testing.TB, mode string, slots uint32, timeout time.Duration) *env 
 				{From: "upper", Topic: "*", To: []string{"reverse"}},
 			},
 		},
-	})
+	}
+	configure(&gc, &cc)
+	g, err := gateway.New(gc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := g.AddChain(cc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +93,7 @@ func start(t testing.TB, mode string, slots uint32, timeout time.Duration) *env 
 		g.Close()
 		g.Unpin()
 	})
-	return &env{g: g, c: c, srv: srv, sock: filepath.Join(dir, "ctl.sock")}
+	return &env{g: g, c: c, srv: srv, sock: gc.ControlSocket}
 }
 
 func (e *env) fn(t testing.TB, name string, h function.HandlerFunc) *function.Instance {
