@@ -1,7 +1,6 @@
 package redirect
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -87,38 +86,13 @@ func newPod(t *testing.T) *pod {
 	return p
 }
 
-// forwDatagrams reads Ip: ForwDatagrams of the host netns: packets the
-// host's IP stack forwarded (through the netfilter FORWARD hook).
 func forwDatagrams(t *testing.T) uint64 {
 	t.Helper()
-	f, err := os.Open("/proc/self/net/snmp")
+	v, err := HostForwarded()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var names []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 || fields[0] != "Ip:" {
-			continue
-		}
-		if names == nil {
-			names = fields
-			continue
-		}
-		for i, n := range names {
-			if n == "ForwDatagrams" && i < len(fields) {
-				v, err := strconv.ParseUint(fields[i], 10, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return v
-			}
-		}
-	}
-	t.Fatal("no Ip: ForwDatagrams in /proc/self/net/snmp")
-	return 0
+	return v
 }
 
 // serve starts an HTTP echo server inside p's netns.

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -52,38 +51,14 @@ func netnsClient(ns string) *http.Client {
 	return &http.Client{Transport: tr, Timeout: 10 * time.Second}
 }
 
-// hostForwarded reads Ip: ForwDatagrams of the host netns, the packets the
-// host's IP stack forwarded (each through the netfilter FORWARD hook).
+// hostForwarded reads the host's forwarded-packet counter.
 func hostForwarded(t *testing.T) uint64 {
 	t.Helper()
-	f, err := os.Open("/proc/self/net/snmp")
+	v, err := redirect.HostForwarded()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var names []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 || fields[0] != "Ip:" {
-			continue
-		}
-		if names == nil {
-			names = fields
-			continue
-		}
-		for i, n := range names {
-			if n == "ForwDatagrams" && i < len(fields) {
-				v, err := strconv.ParseUint(fields[i], 10, 64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				return v
-			}
-		}
-	}
-	t.Fatal("no Ip: ForwDatagrams in /proc/self/net/snmp")
-	return 0
+	return v
 }
 
 // linksOnPrograms counts kernel links running one of the programs ids.

@@ -25,7 +25,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -430,31 +429,7 @@ func hostBusy() (uint64, error) {
 }
 
 // forwDatagrams is Ip: ForwDatagrams of the host netns.
-func forwDatagrams() (uint64, error) {
-	f, err := os.Open("/proc/self/net/snmp")
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	var names []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) == 0 || fields[0] != "Ip:" {
-			continue
-		}
-		if names == nil {
-			names = fields
-			continue
-		}
-		for i, n := range names {
-			if n == "ForwDatagrams" && i < len(fields) {
-				return strconv.ParseUint(fields[i], 10, 64)
-			}
-		}
-	}
-	return 0, errors.New("no Ip: ForwDatagrams in /proc/self/net/snmp")
-}
+func forwDatagrams() (uint64, error) { return redirect.HostForwarded() }
 
 func machine(wrkPath string) map[string]string {
 	m := map[string]string{"goos": runtime.GOOS, "goarch": runtime.GOARCH, "go": runtime.Version(), "cpus": strconv.Itoa(runtime.NumCPU())}
