@@ -15,9 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spright-dev/spright/internal/forwardlock"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 )
 
 func TestParseMode(t *testing.T) {
@@ -386,22 +387,8 @@ func TestSyncVeths(t *testing.T) {
 	}
 }
 
-// forwardingLock serializes the tests that read the host's Ip
-// ForwDatagrams counter across test binaries (bpf/redirect and test/e2e run
-// in parallel under go test ./...): one test's stack-path traffic must not
-// show up in another's "nothing was forwarded" check.
-func forwardingLock(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile("/run/spright-forwdatagrams-test.lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatalf("forwarding test lock: %v", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatalf("forwarding test lock: %v", err)
-	}
-	t.Cleanup(func() { f.Close() }) // closing releases the lock
-}
+// forwardingLock: see internal/forwardlock.
+func forwardingLock(t *testing.T) { forwardlock.Hold(t) }
 
 // TestNftablesBypassed: an nftables rule on the host's forward hook counts
 // the pods' packets while forwarding is off, and none once the forwarder is

@@ -15,9 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spright-dev/spright/internal/forwardlock"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
 
 	"github.com/spright-dev/spright/bpf/redirect"
 	"github.com/spright-dev/spright/pkg/standalone"
@@ -256,22 +257,8 @@ func TestRedirectXDP(t *testing.T) {
 	}
 }
 
-// forwardingLock serializes the tests that read the host's Ip
-// ForwDatagrams counter across test binaries (bpf/redirect and test/e2e run
-// in parallel under go test ./...): one test's stack-path traffic must not
-// show up in another's "nothing was forwarded" check.
-func forwardingLock(t *testing.T) {
-	t.Helper()
-	f, err := os.OpenFile("/run/spright-forwdatagrams-test.lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatalf("forwarding test lock: %v", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		t.Fatalf("forwarding test lock: %v", err)
-	}
-	t.Cleanup(func() { f.Close() }) // closing releases the lock
-}
+// forwardingLock: see internal/forwardlock.
+func forwardingLock(t *testing.T) { forwardlock.Hold(t) }
 
 // TestRedirectCLI: `spright run --redirect xdp --gateway-netns
 // --client-netns 1` as a user runs it: the chain answers from the client
