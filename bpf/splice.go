@@ -377,6 +377,11 @@ type Forwarding struct {
 // direction is in flight: for upstream → client right after AddSplice (the
 // upstream has not been asked anything yet); for client → upstream after
 // writing the first request to the upstream and before KickSplice.
+//
+// The Forwarding names the sockets by fd number: both fds must stay open,
+// on the same sockets, for as long as it is used. A number that was closed
+// fails the reads (Wait returns at once, as if nothing could be flushed),
+// and one reused by another connection reads that connection's counters.
 func NewForwarding(fromFD, toFD int) (*Forwarding, error) {
 	f := &Forwarding{from: fromFD, to: toFD}
 	written, received, err := f.counters()
@@ -407,8 +412,16 @@ func (f *Forwarding) counters() (written, received int64, err error) {
 	}
 	received = int64(fi.Bytes_received)
 	switch fi.State {
-	case tcpCloseWait, tcpLastAck, tcpClosing, tcpTimeWait:
-		received-- // the peer's FIN takes a sequence number
+	case tcpCloseWait, tcpLastAck, tcpClosing, tcpTimeWait, tcpClose:
+		// The peer's FIN takes a sequence number. A socket whose fd is
+		// open reaches TCP_CLOSE after both FINs (LAST_ACK acked, or
+		// FIN_WAIT2 then the peer's FIN: the kernel hands the TIME_WAIT
+		// to a separate timewait socket) — e.g. EPROXY passed on the
+		// client's half-close and then the upstream closed — or after a
+		// reset. A reset connection has no FIN to take off, so at worst
+		// its last byte is not waited for; without this, a closed `from`
+		// stayed 1 byte "pending" for good and Wait ran to its timeout.
+		received--
 	}
 	return int64(ti.Bytes_acked) + int64(outq), received, nil
 }

@@ -1565,3 +1565,49 @@ func TestSpliceAbandoned(t *testing.T) {
 		}
 	})
 }
+
+// TestForwardingAfterBothFINs: the `from` side of a Forwarding reaches
+// TCP_CLOSE once both FINs are through — here EPROXY passes the client's
+// half-close on to the upstream (shutdown of B) and the upstream then
+// closes — and its byte count still includes the peer's FIN. Pending must
+// be 0 once everything is delivered, not 1 for good (which made Wait run to
+// its timeout, and EPROXY hold the connection for FlushTimeout).
+func TestForwardingAfterBothFINs(t *testing.T) {
+	d := loadSplice(t)
+	r := newRawSplice(t)
+	if err := d.AddSplice(1, r.fdA, r.fdB); err != nil {
+		t.Fatal(err)
+	}
+	fwd, err := NewForwarding(r.fdB, r.fdA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const resp = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	if _, err := r.server.Write([]byte(resp)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readWant(r.client, resp); got != resp {
+		t.Fatalf("client got %q", got)
+	}
+	// Our FIN to the upstream first, then the upstream's.
+	if err := unix.Shutdown(r.fdB, unix.SHUT_WR); err != nil {
+		t.Fatal(err)
+	}
+	r.server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := r.server.Read(make([]byte, 1)); n != 0 || err == nil {
+		t.Fatalf("upstream read %d, %v; want EOF", n, err)
+	}
+	r.server.Close()
+	waitFor(t, "B in TCP_CLOSE", func() bool {
+		ti, err := unix.GetsockoptTCPInfo(r.fdB, unix.IPPROTO_TCP, unix.TCP_INFO)
+		return err == nil && ti.State == tcpClose
+	})
+	if n, err := fwd.Pending(); err != nil || n != 0 {
+		t.Errorf("Pending with everything delivered and B closed: %d, %v; want 0", n, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := fwd.Wait(ctx); err != nil {
+		t.Errorf("Wait: %v", err)
+	}
+}

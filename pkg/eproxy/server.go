@@ -297,15 +297,34 @@ func (s *Server) splice(sp Splicer, client *net.TCPConn, br *bufio.Reader, hdrLe
 		s.relay(client, upstream, append(first, extra...))
 		return nil
 	}
+	// Once spliced, the sockets are kept as dups and the TCPConns closed
+	// (see watch). Take the dups now, so that the Forwardings, which follow
+	// the sockets by fd number for the whole life of the connection, name
+	// fds that stay open until finish closes them: the TCPConns' own fd
+	// numbers are free again once the splice runs and soon belong to the
+	// next connection (a flush measured on them failed at once, and the
+	// response still in the kernel was thrown away by the unsplice).
+	cf, cfd, err := dupSocket(client)
+	if err != nil {
+		s.relay(client, upstream, first)
+		return fmt.Errorf("%w (relaying the connection in userspace)", err)
+	}
+	uf, ufd, err := dupSocket(upstream)
+	if err != nil {
+		cf.Close()
+		s.relay(client, upstream, first)
+		return fmt.Errorf("%w (relaying the connection in userspace)", err)
+	}
 	// A connection whose first request came from the activator carries the
 	// activator's traffic: counted as proxied (the activator keeps its
 	// connections to a pod for itself).
 	proxied := netheader.GetKnativeProxyValue(req) == activatorName
 	if err := sp.Splice(client, upstream, proxied); err != nil {
+		cf.Close()
+		uf.Close()
 		s.relay(client, upstream, first)
 		return fmt.Errorf("agent: %w (relaying the connection in userspace)", err)
 	}
-	cfd, ufd := rawFD(client), rawFD(upstream)
 	up2down, err := bpf.NewForwarding(ufd, cfd)
 	if err == nil {
 		_, err = upstream.Write(first)
@@ -319,52 +338,93 @@ func (s *Server) splice(sp Splicer, client *net.TCPConn, br *bufio.Reader, hdrLe
 	}
 	if err != nil {
 		sp.Unsplice(client, upstream)
+		cf.Close()
+		uf.Close()
 		client.Close()
 		upstream.Close()
 		return fmt.Errorf("start spliced connection: %w", err)
 	}
-	s.watch(sp, client, upstream, down2up, up2down)
+	// From here on only the dups are used: no goroutine stays parked on
+	// the sockets (see watch).
+	client.Close()
+	upstream.Close()
+	s.watch(&splicedConn{client: cf, upstream: uf, cfd: cfd, ufd: ufd, down2up: down2up, up2down: up2down, splicer: sp})
 	return nil
+}
+
+// dupSocket returns a dup of c's socket and its fd number, valid until the
+// File is closed. The fd is read without File.Fd, which would switch the
+// socket (shared with c, still in use) to blocking mode.
+func dupSocket(c *net.TCPConn) (*os.File, int, error) {
+	f, err := c.File()
+	if err != nil {
+		return nil, -1, fmt.Errorf("dup spliced socket: %w", err)
+	}
+	fd := -1
+	if raw, err := f.SyscallConn(); err == nil {
+		raw.Control(func(v uintptr) { fd = int(v) })
+	}
+	if fd < 0 {
+		f.Close()
+		return nil, -1, errors.New("dup spliced socket: no fd")
+	}
+	return f, fd, nil
 }
 
 // splicedConn is a connection pair the kernel forwards between.
 type splicedConn struct {
-	client, upstream *os.File // dups, outside Go's netpoller
+	client, upstream *os.File // dups of the sockets (the TCPConns are closed)
+	cfd, ufd         int      // their fds, open until finish closes the Files
 	down2up, up2down *bpf.Forwarding
 	splicer          Splicer // the agent that spliced it
 	once             sync.Once
+
+	// The client's half-close is passed on by a goroutine that uses ufd;
+	// finish stops it and waits for it before closing the fds, so that it
+	// never acts on an fd number that another connection reuses.
+	mu       sync.Mutex
+	closing  bool
+	stop     context.CancelFunc // ends the client flush (done: closing)
+	done     context.Context
+	flushing sync.WaitGroup
 }
 
-// watch hands the pair to the hangup watcher. The sockets leave Go's
-// netpoller (which the kernel would wake after every forwarded chunk), so
-// an EPROXY with spliced connections sleeps until one of them closes.
-func (s *Server) watch(sp Splicer, client, upstream *net.TCPConn, down2up, up2down *bpf.Forwarding) {
-	cf, err1 := client.File()
-	uf, err2 := upstream.File()
-	if err1 != nil || err2 != nil {
-		// Cannot leave the netpoller: fall back to parked reads.
-		go closeTogether(client, upstream)
-		go closeTogether(upstream, client)
-		return
-	}
-	client.Close()
-	upstream.Close()
-	sc := &splicedConn{client: cf, upstream: uf, down2up: down2up, up2down: up2down, splicer: sp}
+// watch hands the pair to the hangup watcher: no goroutine reads the
+// sockets, so an EPROXY with spliced connections sleeps until one of them
+// closes.
+func (s *Server) watch(sc *splicedConn) {
+	sc.done, sc.stop = context.WithCancel(context.Background())
 	s.mu.Lock()
 	s.active[sc] = struct{}{}
 	s.mu.Unlock()
 	// Client done sending: pass its FIN on once its bytes are through, and
 	// keep waiting for the response (clients may half-close).
-	s.hangups.Add(int(cf.Fd()), func() {
+	err := s.hangups.Add(sc.cfd, func() {
+		sc.mu.Lock()
+		defer sc.mu.Unlock()
+		if sc.closing {
+			return
+		}
+		sc.flushing.Add(1)
 		go func() {
-			ctx, cancel := context.WithTimeout(context.Background(), s.FlushTimeout)
+			defer sc.flushing.Done()
+			ctx, cancel := context.WithTimeout(sc.done, s.FlushTimeout)
 			defer cancel()
 			sc.down2up.Wait(ctx)
-			unix.Shutdown(int(sc.upstream.Fd()), unix.SHUT_WR)
+			if sc.done.Err() == nil { // else finish closes the connection
+				unix.Shutdown(sc.ufd, unix.SHUT_WR)
+			}
 		}()
 	})
-	// Upstream done: deliver what it sent, then end the connection.
-	s.hangups.Add(int(uf.Fd()), func() { go s.finish(sc, true) })
+	if err == nil {
+		// Upstream done: deliver what it sent, then end the connection.
+		err = s.hangups.Add(sc.ufd, func() { go s.finish(sc, true) })
+	}
+	if err != nil {
+		// Unwatched, the pair would never be closed.
+		s.Log.Warn("cannot watch a spliced connection: closing it", zap.Error(err))
+		go s.finish(sc, false)
+	}
 }
 
 // finish ends a spliced connection: optionally waits (bounded) until the
@@ -374,30 +434,25 @@ func (s *Server) finish(sc *splicedConn, flush bool) {
 	sc.once.Do(func() {
 		if flush {
 			ctx, cancel := context.WithTimeout(context.Background(), s.FlushTimeout)
-			sc.up2down.Wait(ctx)
+			if err := sc.up2down.Wait(ctx); err != nil {
+				s.Log.Debug("spliced response not flushed", zap.Error(err))
+			}
 			cancel()
 		}
-		s.hangups.Remove(int(sc.client.Fd()))
-		s.hangups.Remove(int(sc.upstream.Fd()))
-		sc.splicer.UnspliceFDs(int(sc.client.Fd()), int(sc.upstream.Fd()))
+		s.hangups.Remove(sc.cfd)
+		s.hangups.Remove(sc.ufd)
+		sc.mu.Lock()
+		sc.closing = true
+		sc.mu.Unlock()
+		sc.stop()
+		sc.flushing.Wait()
+		sc.splicer.UnspliceFDs(sc.cfd, sc.ufd)
 		sc.client.Close()
 		sc.upstream.Close()
 		s.mu.Lock()
 		delete(s.active, sc)
 		s.mu.Unlock()
 	})
-}
-
-// closeTogether waits for a to end and closes both (fallback watcher).
-func closeTogether(a, b *net.TCPConn) {
-	var buf [512]byte
-	for {
-		if _, err := a.Read(buf[:]); err != nil {
-			break
-		}
-	}
-	a.Close()
-	b.Close()
 }
 
 // queued is how many bytes wait unread in c's receive queue (SIOCINQ).
@@ -411,14 +466,6 @@ func queued(c *net.TCPConn) int {
 		return err
 	})
 	return n
-}
-
-// rawFD is c's fd; valid while c is open and used only for the syscalls
-// above (no dup needed).
-func rawFD(c *net.TCPConn) int {
-	fd := -1
-	withFD(c, func(f int) error { fd = f; return nil })
-	return fd
 }
 
 // relay is the userspace fallback when the agent cannot splice.

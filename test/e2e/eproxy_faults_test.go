@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"net"
@@ -80,4 +82,77 @@ func TestEproxyUserContainerClosesConnections(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestEproxySplicedResponseThenClose: a user container that answers and
+// closes the connection at once (Connection: close, as with every client
+// that does not keep connections alive). EPROXY sees the upstream's FIN
+// while the kernel may still hold the response in the splice backlog; it
+// must let the kernel deliver all of it before it takes the splice apart
+// and closes the client's socket. Here the client reads nothing for a
+// while, so most of a large response is still in the backlog when the
+// upstream closes: a connection ended without waiting for it loses the
+// rest of the response (the client sees EOF or a short body). The same
+// race, lost now and then under load with small responses, made fresh
+// connections get EOF (TestEproxyUserContainerClosesConnections, the
+// sidecar benchmark's check).
+func TestEproxySplicedResponseThenClose(t *testing.T) {
+	const size = 16 << 20
+	body := make([]byte, size)
+	for i := range body {
+		body[i] = byte('a' + i%26)
+	}
+	agent := startPodAgent(t, "respclose", nil)
+	user := newUserContainer(t, nil) // for its port
+	l, err := net.Listen("tcp", user.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Connection", "close")
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		w.Write(body)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	ip := "127.0.0.62"
+	env := eproxyEnv(t, ip, agent.ControlSocketPath(), user)
+	env["CONTAINER_CONCURRENCY"] = "0"
+	env["SPRIGHT_METRICS_PORT"] = freePortOn(t, ip)
+	ep := startEproxy(t, env)
+
+	for n := 0; n < 3; n++ {
+		c, err := net.DialTimeout("tcp", ep.traffic, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := io.WriteString(c, "GET /big HTTP/1.1\r\nHost: hello\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		// Let the user container write it all and close while the
+		// response waits in the kernel.
+		time.Sleep(300 * time.Millisecond)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			c.Close()
+			t.Fatalf("connection %d: no response: %v", n, err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		c.Close()
+		if err != nil || resp.StatusCode != 200 || !bytes.Equal(got, body) {
+			t.Fatalf("connection %d: %d, %d of %d bytes (equal: %v), %v", n, resp.StatusCode, len(got), len(body), bytes.Equal(got, body), err)
+		}
+	}
+	select {
+	case <-ep.done:
+		t.Fatalf("eproxy exited:\n%s", ep.log.String())
+	default:
+	}
+	eventually(t, 5*time.Second, "eBPF in-flight back to 0", func() (bool, error) {
+		return ep.promCounters(t)["eproxy_inflight_requests"] == 0, nil
+	})
 }
