@@ -485,8 +485,10 @@ func (f *Forwarding) Wait(ctx context.Context) error {
 // every socket added.
 //
 // To keep the process fully asleep, the sockets must also leave Go's
-// netpoller: take a dup with (*net.TCPConn).File, close the TCPConn (that
-// deregisters it), and give the File's fd to Add. The watcher does not own
+// netpoller: dup the fd with fcntl(F_DUPFD_CLOEXEC) inside
+// SyscallConn().Control, close the TCPConn (that deregisters it), and give
+// the raw dup to Add. (Not (*net.TCPConn).File nor os.NewFile: both register
+// a non-blocking dup with the netpoller again.) The watcher does not own
 // the fds: Remove an fd before closing it.
 type HangupWatcher struct {
 	epfd, wakefd int

@@ -1,8 +1,6 @@
 package eproxy
 
 import (
-	"os"
-
 	"golang.org/x/sys/unix"
 
 	"bufio"
@@ -10,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/spright-dev/spright/bpf"
 	"io"
 	"net"
 	"net/http"
@@ -19,6 +16,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/spright-dev/spright/bpf"
 
 	"go.uber.org/zap"
 	netheader "knative.dev/networking/pkg/http/header"
@@ -352,29 +351,38 @@ func (s *Server) splice(sp Splicer, client *net.TCPConn, br *bufio.Reader, hdrLe
 	return nil
 }
 
-// dupSocket returns a dup of c's socket and its fd number, valid until the
-// File is closed. The fd is read without File.Fd, which would switch the
-// socket (shared with c, still in use) to blocking mode.
-func dupSocket(c *net.TCPConn) (*os.File, int, error) {
-	f, err := c.File()
+// rawSocket is a dup of a spliced socket's fd that Go's runtime does not
+// know: neither the netpoller (a File from (*net.TCPConn).File, or
+// os.NewFile on a non-blocking fd, is registered there, and the kernel's
+// data-ready signal after every forwarded chunk would wake it) nor the GC
+// (closed explicitly by finish).
+type rawSocket int
+
+func (r rawSocket) Close() error { return unix.Close(int(r)) }
+
+// dupSocket returns a dup of c's socket (close-on-exec) and its fd number,
+// valid until the rawSocket is closed.
+func dupSocket(c *net.TCPConn) (rawSocket, int, error) {
+	raw, err := c.SyscallConn()
 	if err != nil {
-		return nil, -1, fmt.Errorf("dup spliced socket: %w", err)
+		return -1, -1, fmt.Errorf("dup spliced socket: %w", err)
 	}
-	fd := -1
-	if raw, err := f.SyscallConn(); err == nil {
-		raw.Control(func(v uintptr) { fd = int(v) })
+	fd, dupErr := -1, error(nil)
+	if err := raw.Control(func(v uintptr) {
+		fd, dupErr = unix.FcntlInt(v, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, -1, fmt.Errorf("dup spliced socket: %w", err)
 	}
-	if fd < 0 {
-		f.Close()
-		return nil, -1, errors.New("dup spliced socket: no fd")
+	if dupErr != nil {
+		return -1, -1, fmt.Errorf("dup spliced socket: %w", dupErr)
 	}
-	return f, fd, nil
+	return rawSocket(fd), fd, nil
 }
 
 // splicedConn is a connection pair the kernel forwards between.
 type splicedConn struct {
-	client, upstream *os.File // dups of the sockets (the TCPConns are closed)
-	cfd, ufd         int      // their fds, open until finish closes the Files
+	client, upstream rawSocket // dups of the sockets (the TCPConns are closed)
+	cfd, ufd         int       // their fds, open until finish closes them
 	down2up, up2down *bpf.Forwarding
 	splicer          Splicer // the agent that spliced it
 	once             sync.Once
