@@ -19,7 +19,7 @@
 // latency, the CPU of the system under test (this process, which hosts the
 // server or gateway, plus the function processes; wrk excluded), wrk's CPU,
 // the whole host's busy CPU, and the forwarding counters. Results go to
-// DIR/xdp.json ({"scenario":"xdp","machine":{...},"entries":[...]}) and a
+// DIR/xdp.json (and .csv) in the benchmark suite's format (scenario.File) and a
 // table on stdout. Needs root, ip and wrk. The machine is shared: other
 // processes' CPU shows in host_busy_cores and contaminates the figures.
 package main
@@ -27,7 +27,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -41,6 +40,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spright-dev/spright/test/bench/internal/benchutil"
+	"github.com/spright-dev/spright/test/bench/scenario"
 
 	"github.com/spright-dev/spright/bpf/redirect"
 	"github.com/spright-dev/spright/pkg/standalone"
@@ -164,6 +166,7 @@ func run(o *options) error {
 	if err := os.WriteFile(script, []byte(fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"text/plain\"\n", body)), 0o644); err != nil {
 		return err
 	}
+	started := time.Now()
 	rep := Report{Scenario: "xdp", Machine: machine(wrkPath), Started: time.Now().UTC().Format(time.RFC3339), Quick: o.quick,
 		Notes: []string{
 			"client netns -> veth -> host -> veth -> server netns; wrk (1 thread) in the client netns, POST 100 B",
@@ -190,14 +193,11 @@ func run(o *options) error {
 			rep.Entries = append(rep.Entries, entries...)
 		}
 	}
-	b, err := json.MarshalIndent(rep, "", "  ")
-	if err != nil {
+	f := suiteFile(rep, o, started)
+	if err := f.Write(o.out); err != nil {
 		return err
 	}
 	out := filepath.Join(o.out, "xdp.json")
-	if err := os.WriteFile(out, append(b, '\n'), 0o644); err != nil {
-		return err
-	}
 	fmt.Printf("%-6s %-13s %5s %9s %8s %8s %7s %7s %7s %9s %10s\n", "path", "system", "conc", "rps", "p50_ms", "p99_ms", "cpu", "loadgen", "host", "host_fwd", "redirected")
 	bad := 0
 	for _, e := range rep.Entries {
@@ -558,4 +558,57 @@ func parseDur(s string) (time.Duration, error) {
 		}
 	}
 	return 0, fmt.Errorf("duration %q: unknown unit", s)
+}
+
+// suiteFile converts the run into the benchmark suite's result file
+// (test/bench/scenario.File): the path is the entry's label, the ratios are
+// tc and xdp against off, and every figure keeps its name.
+func suiteFile(rep Report, o *options, started time.Time) *scenario.File {
+	root, _ := benchutil.ModuleRoot()
+	f := &scenario.File{
+		Scenario:  "xdp",
+		Title:     "XDP/TC redirect on/off (paper Appendix B): RPS and latency",
+		Quick:     o.quick,
+		Started:   started.UTC(),
+		DurationS: time.Since(started).Seconds(),
+		Machine:   benchutil.DescribeMachine(root, rep.Machine["wrk"], time.Second/time.Duration(clkTck)),
+		Command:   "go run ./test/bench/xdp " + strings.Join(os.Args[1:], " "),
+		Method: []string{
+			"Paths: echo = an HTTP echo server in one network namespace, wrk in another, both joined to the host by veth pairs; " +
+				"hello = the hello chain under `spright run` with its gateway in a namespace of its own and wrk in a client namespace, " +
+				"so client → gateway crosses veths (the functions' descriptors travel by sk_msg either way).",
+			"Systems: redirect-off = the host's IP stack forwards between the veths (netfilter FORWARD hook, iptables/nftables); " +
+				"redirect-tc = tc programs on the host-side veths, bpf_fib_lookup + bpf_redirect_peer; redirect-xdp = XDP on the same veths " +
+				"(+ a pass-only XDP program on the pod side, needed for XDP redirects into a veth). extra.host_forwarded_packets is the host's " +
+				"Ip ForwDatagrams delta (0 means the stack was bypassed), extra.redirected_packets the programs' own count.",
+		},
+		Settings: map[string]any{
+			"ratio_pairs": []any{[]any{"redirect-tc", "redirect-off"}, []any{"redirect-xdp", "redirect-off"}},
+			"modes":       o.modes, "paths": o.paths, "concurrency": o.concurrency, "duration_s": o.duration.Seconds(),
+		},
+		Notes: rep.Notes,
+	}
+	for _, e := range rep.Entries {
+		other := e.HostBusyCores - e.CPUCores - e.LoadgenCPUCores
+		if other < 0 {
+			other = 0
+		}
+		se := scenario.Entry{
+			System: e.System, Concurrency: e.Concurrency, Label: e.Path,
+			RPS: e.RPS, P50Ms: e.P50ms, P99Ms: e.P99ms,
+			CPUCores: e.CPUCores, CPUByClass: map[string]float64{"server": e.CPUCores},
+			CPUUsPerRequest: e.CPUusPerReq, LoadGenCPUCores: e.LoadgenCPUCores, OtherCPUCores: other,
+			Requests: e.Requests, Errors: e.Errors + e.Non2xx, DurationS: e.DurationS,
+			Extra: map[string]float64{
+				"p90_ms":                 e.P90ms,
+				"host_forwarded_packets": float64(e.HostForwarded),
+				"redirected_packets":     float64(e.Redirected),
+			},
+		}
+		if e.Path == "hello" {
+			se.CPUByClass = map[string]float64{"gateway+functions": e.CPUCores}
+		}
+		f.Entries = append(f.Entries, se)
+	}
+	return f
 }
