@@ -75,7 +75,12 @@ func (g *Gateway) activate(c *Chain, fn uint8, done <-chan struct{}) (uint32, er
 	c.act.Held.Add(1)
 	deadline := time.NewTimer(c.cfg.HoldTimeout)
 	defer deadline.Stop()
+	// Like the activator's concurrency reports: poke now, then every
+	// second while requests wait, so the demand stays in the autoscaler's
+	// window however long the member takes to start.
 	g.poke(c, name)
+	repoke := time.NewTicker(time.Second)
+	defer repoke.Stop()
 	for {
 		ready := c.act.wait(fn)
 		// An instance may have joined between the caller's Pick and wait.
@@ -85,6 +90,8 @@ func (g *Gateway) activate(c *Chain, fn uint8, done <-chan struct{}) (uint32, er
 		}
 		select {
 		case <-ready:
+		case <-repoke.C:
+			g.poke(c, name)
 		case <-deadline.C:
 			c.act.HoldTimeouts.Add(1)
 			return 0, httpErr(http.StatusServiceUnavailable, "chain %q: no instance of function %q became ready within %v", c.Name(), name, c.cfg.HoldTimeout)

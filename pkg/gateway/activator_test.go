@@ -132,7 +132,7 @@ func TestActivatorBounds(t *testing.T) {
 // member's revision to Knative's real stat server, as the activator does
 // for a revision at zero.
 func TestActivatorPokesTheAutoscaler(t *testing.T) {
-	e := startHolding(t, 2*time.Second, 10)
+	e := startHolding(t, 2500*time.Millisecond, 10)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -159,6 +159,15 @@ func TestActivatorPokesTheAutoscaler(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("no Stat reached the autoscaler's stat server")
+	}
+	// While the request waits, the demand is reported again every second.
+	select {
+	case sm := <-stats:
+		if sm.Key != rev || sm.Stat.RequestCount != 1 {
+			t.Errorf("repeated poke: %+v", sm)
+		}
+	case <-time.After(3 * time.Second):
+		t.Error("no second Stat while the request was still held")
 	}
 	if r := <-got; r.code != 503 {
 		t.Errorf("no instance ever joined, yet %d %q", r.code, r.body)
