@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 	"knative.dev/serving/pkg/autoscaler/metrics"
 
 	"github.com/spright-dev/spright/bpf"
@@ -40,7 +41,8 @@ type agentState struct {
 func (s *agentState) register() bool {
 	a, err := eproxy.RegisterPod(s.cfg.ControlSocket, eproxy.PodIdentity{Namespace: s.cfg.ServingNamespace, Revision: s.cfg.ServingRevision, Pod: s.cfg.ServingPod})
 	if err != nil {
-		s.log.Warn("node agent unreachable: relaying in userspace without eBPF stats until it is back", zap.String("socket", s.cfg.ControlSocket), zap.Error(err))
+		s.log.Warn("node agent unreachable: relaying in userspace without eBPF stats until it is back",
+			zap.String("socket", s.cfg.ControlSocket), zap.Error(err), zap.String("hint", agentHint(err)))
 		return false
 	}
 	s.mu.Lock()
@@ -126,4 +128,17 @@ func (s *agentState) close() {
 	if s.agent != nil {
 		s.agent.Close()
 	}
+}
+
+// agentHint says what usually causes a registration error on Kubernetes.
+func agentHint(err error) string {
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return "no control socket: is the spright-gateway DaemonSet running on this node, and did the spright-webhook (config/600-webhook.yaml) mount /run/spright into this queue-proxy container?"
+	case errors.Is(err, unix.EACCES):
+		return "permission denied on the control socket: the pod needs the gateway's group (SPRIGHT_CONTROL_GID, added by spright-webhook) as a supplemental group"
+	case errors.Is(err, unix.ECONNREFUSED):
+		return "the socket exists but no gateway listens on it: the node agent is restarting or gone"
+	}
+	return ""
 }
