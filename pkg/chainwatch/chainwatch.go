@@ -3,6 +3,7 @@ package chainwatch
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"net"
 	"net/http"
 	"reflect"
@@ -48,7 +49,7 @@ type Watcher struct {
 
 	mu     sync.RWMutex
 	chains map[types.NamespacedName]*loaded
-	nextID uint16
+	ids    map[uint16]types.NamespacedName // chain IDs in use
 
 	// Stale counts Chain updates whose functions or routes differ from
 	// what the gateway loaded (they apply after a restart).
@@ -72,7 +73,7 @@ func New(g *gateway.Gateway, opts Options, log *zap.Logger) *Watcher {
 	if opts.Pool.SlotSize == 0 {
 		opts.Pool.SlotSize = 64 << 10
 	}
-	return &Watcher{g: g, opts: opts, log: log, chains: map[types.NamespacedName]*loaded{}}
+	return &Watcher{g: g, opts: opts, log: log, chains: map[types.NamespacedName]*loaded{}, ids: map[uint16]types.NamespacedName{}}
 }
 
 // GatewayName is the gateway's name for a namespace's chain:
@@ -94,15 +95,16 @@ func (w *Watcher) Apply(c *v1alpha1.Chain) error {
 		if err := spec.Validate(); err != nil {
 			return fmt.Errorf("chain %s: published spec does not load: %w", key, err)
 		}
-		w.nextID++
+		id := w.chainID(key)
 		gc, err := w.g.AddChain(gateway.ChainConfig{
-			Name: GatewayName(key), ID: w.nextID, Mode: w.opts.Mode,
+			Name: GatewayName(key), ID: id, Mode: w.opts.Mode,
 			Pool: w.opts.Pool, Routing: spec, Timeout: w.opts.Timeout,
 			HoldTimeout: w.opts.HoldTimeout, MaxHeld: w.opts.MaxHeld,
 		})
 		if err != nil {
 			return fmt.Errorf("chain %s: %w", key, err)
 		}
+		w.ids[id] = key
 		l = &loaded{chain: gc, spec: *c.Spec.DeepCopy()}
 		w.chains[key] = l
 		w.log.Info("chain loaded", zap.String("chain", key.String()), zap.String("entry", c.Spec.Entry), zap.Int("functions", len(c.Spec.Functions)))
@@ -128,6 +130,22 @@ func (w *Watcher) Apply(c *v1alpha1.Chain) error {
 	return nil
 }
 
+// chainID derives the chain's ID from its name (FNV-1a into 1..65534,
+// probing past IDs in use), so a restarted gateway usually gives a chain the
+// ID it had — and then finds the pool it kept (pool files are matched by name
+// and ID).
+func (w *Watcher) chainID(key types.NamespacedName) uint16 {
+	h := fnv.New32a()
+	h.Write([]byte(GatewayName(key)))
+	id := uint16(h.Sum32()%0xFFFE) + 1
+	for {
+		if _, used := w.ids[id]; !used {
+			return id
+		}
+		id = id%0xFFFE + 1
+	}
+}
+
 // Delete stops routing a deleted Chain and unmaps its revisions.
 func (w *Watcher) Delete(key types.NamespacedName) {
 	w.mu.Lock()
@@ -140,6 +158,7 @@ func (w *Watcher) Delete(key types.NamespacedName) {
 		w.g.UnsetRevisionChain(r)
 	}
 	delete(w.chains, key)
+	delete(w.ids, l.chain.ID())
 	w.log.Info("chain deleted", zap.String("chain", key.String()))
 }
 

@@ -20,13 +20,18 @@ import (
 
 func newWatcher(t *testing.T) (*gateway.Gateway, *chainwatch.Watcher) {
 	t.Helper()
+	return newWatcherNamed(t, "first")
+}
+
+func newWatcherNamed(t *testing.T, name string) (*gateway.Gateway, *chainwatch.Watcher) {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (eBPF, bpffs)")
 	}
 	log := testlog.CleanupLogger(t, zapcore.InfoLevel)
 	g, err := gateway.New(gateway.Config{
 		ControlSocket: filepath.Join(t.TempDir(), "ctl.sock"),
-		PinDir:        fmt.Sprintf("/sys/fs/bpf/spright-chainwatch-%d", os.Getpid()),
+		PinDir:        fmt.Sprintf("/sys/fs/bpf/spright-chainwatch-%d-%s", os.Getpid(), name),
 		Logger:        log,
 	})
 	if err != nil {
@@ -132,5 +137,25 @@ func TestApplyRefusesUnloadableSpec(t *testing.T) {
 	c.Spec.Routes = append(c.Spec.Routes, v1alpha1.ChainRoute{From: "frontend", Topic: "x", To: []string{"ghost"}})
 	if err := w.Apply(c); err == nil {
 		t.Fatal("a spec routing to a non-member was loaded")
+	}
+}
+
+// TestChainIDStableAcrossWatchers: a chain gets the same ID from a new
+// watcher (a restarted gateway), so the gateway can adopt the pool it kept.
+func TestChainIDStableAcrossWatchers(t *testing.T) {
+	_, w1 := newWatcher(t)
+	if err := w1.Apply(shop("cart-00001")); err != nil {
+		t.Fatal(err)
+	}
+	id1 := w1.Chain(types.NamespacedName{Namespace: "ns1", Name: "shop"}).ID()
+	_, w2 := newWatcherNamed(t, "second")
+	if err := w2.Apply(shop("cart-00001")); err != nil {
+		t.Fatal(err)
+	}
+	if id2 := w2.Chain(types.NamespacedName{Namespace: "ns1", Name: "shop"}).ID(); id2 != id1 {
+		t.Errorf("chain ID %d, then %d from another watcher", id1, id2)
+	}
+	if id1 == 0 || id1 == 0xFFFF {
+		t.Errorf("reserved chain ID %d", id1)
 	}
 }
