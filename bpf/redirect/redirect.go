@@ -515,6 +515,31 @@ func (f *Forwarder) ProgramIDs() ([]ebpf.ProgramID, error) {
 	return ids, nil
 }
 
+// LinksRunning counts the kernel's links (of any process) that run one of
+// the programs ids: with ProgramIDs, how a caller checks that nothing of a
+// closed Forwarder is still attached.
+func LinksRunning(ids []ebpf.ProgramID) (int, error) {
+	want := map[ebpf.ProgramID]bool{}
+	for _, id := range ids {
+		want[id] = true
+	}
+	n := 0
+	it := new(link.Iterator)
+	defer it.Close()
+	for it.Next() {
+		l := it.Take()
+		info, err := l.Info()
+		l.Close()
+		if err == nil && want[info.Program] { // err: gone meanwhile
+			n++
+		}
+	}
+	if err := it.Err(); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return 0, fmt.Errorf("redirect: iterate links: %w", err)
+	}
+	return n, nil
+}
+
 // Close detaches every program and releases the objects. It is idempotent.
 func (f *Forwarder) Close() error {
 	f.mu.Lock()

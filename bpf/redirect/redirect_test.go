@@ -3,7 +3,6 @@ package redirect
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,7 +17,6 @@ import (
 	"github.com/spright-dev/spright/internal/forwardlock"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 )
 
 func TestParseMode(t *testing.T) {
@@ -150,24 +148,9 @@ func exchange(t *testing.T, c *http.Client, addr string, n, size int) {
 // attachedLinks counts the links in the kernel that run one of ids.
 func attachedLinks(t *testing.T, ids []ebpf.ProgramID) int {
 	t.Helper()
-	want := map[ebpf.ProgramID]bool{}
-	for _, id := range ids {
-		want[id] = true
-	}
-	n := 0
-	it := new(link.Iterator)
-	defer it.Close()
-	for it.Next() {
-		info, err := it.Take().Info()
-		if err != nil {
-			continue // gone meanwhile
-		}
-		if want[info.Program] {
-			n++
-		}
-	}
-	if err := it.Err(); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("iterate links: %v", err)
+	n, err := LinksRunning(ids)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }

@@ -65,23 +65,9 @@ func hostForwarded(t *testing.T) uint64 {
 // linksOnPrograms counts kernel links running one of the programs ids.
 func linksOnPrograms(t *testing.T, ids []ebpf.ProgramID) int {
 	t.Helper()
-	want := map[ebpf.ProgramID]bool{}
-	for _, id := range ids {
-		want[id] = true
-	}
-	n := 0
-	it := new(link.Iterator)
-	defer it.Close()
-	for it.Next() {
-		l := it.Take()
-		info, err := l.Info()
-		l.Close()
-		if err == nil && want[info.Program] {
-			n++
-		}
-	}
-	if err := it.Err(); err != nil && !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("iterate links: %v", err)
+	n, err := redirect.LinksRunning(ids)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return n
 }
