@@ -118,18 +118,13 @@ func runBoutique(ctx context.Context, e *Env, f *File) error {
 		for _, n := range rec.errs {
 			errs += n
 		}
-		en := Entry{System: sys.name, Concurrency: users, DurationS: u.Wall.Seconds(), Errors: errs}
-		latencyStats(&en, all)
-		en.RPS = float64(en.Requests) / u.Wall.Seconds()
+		en := windowEntry(sys.name, users, "", u.Wall, errs, all)
 		fillCPU(&en, u, -1)
 		f.Entries = append(f.Entries, en)
 		e.Logf("%s: %.1f rps, p50 %.1f ms, p95 %.1f ms, %.2f cores (%s), driver %.2f cores, %d errors",
 			sys.name, en.RPS, en.P50Ms, en.P95Ms, en.CPUCores, fmtClasses(en.CPUByClass), en.LoadGenCPUCores, errs)
 		for _, m := range boutiqueMix {
-			ce := Entry{System: sys.name, Concurrency: users, Label: m.Chain, DurationS: u.Wall.Seconds(), Errors: rec.errs[m.Chain]}
-			latencyStats(&ce, rec.lat[m.Chain])
-			ce.RPS = float64(ce.Requests) / u.Wall.Seconds()
-			f.Entries = append(f.Entries, ce)
+			f.Entries = append(f.Entries, windowEntry(sys.name, users, m.Chain, u.Wall, rec.errs[m.Chain], rec.lat[m.Chain]))
 		}
 		f.Series = append(f.Series, rpsSeries(sys.name, rec, ""))
 		f.Series = append(f.Series, series...)
@@ -139,24 +134,18 @@ func runBoutique(ctx context.Context, e *Env, f *File) error {
 		return sys.alive()
 	}
 
-	s, err := startSpright(ctx, e, "boutique", "skmsg", nil, func(ctx context.Context, url string) error {
-		return send(ctx, probeHTTP, Request{URL: url, Header: map[string][]string{"X-Spright-Topic": {"ch3"}}, Body: []byte("{}")})
-	})
-	if err != nil {
-		f.Problems = append(f.Problems, err.Error())
-	} else {
-		sys := sprightSystem(s)
-		if err := run(sys); err != nil {
-			f.Problems = append(f.Problems, fmt.Sprintf("%s: %v", sys.name, err))
-		}
-		sys.stop(f)
-	}
-	k, err := startKnative(ctx, e, fns, chains, false)
-	if err != nil {
-		return err
-	}
-	sys := knativeSystem(k)
-	err = run(sys)
-	sys.stop(f)
-	return err
+	return sprightThenKnative(f,
+		func() (*sprightSys, error) {
+			return startSpright(ctx, e, "boutique", "skmsg", nil, func(ctx context.Context, url string) error {
+				return send(ctx, probeHTTP, Request{URL: url, Header: map[string][]string{"X-Spright-Topic": {"ch3"}}, Body: []byte("{}")})
+			})
+		},
+		func() (*system, error) {
+			k, err := startKnative(ctx, e, fns, chains, false)
+			if err != nil {
+				return nil, err
+			}
+			return knativeSystem(k), nil
+		},
+		run)
 }

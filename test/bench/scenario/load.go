@@ -118,3 +118,26 @@ func rpsSeries(system string, rec *recorder, label string) Series {
 func startTimelineFor(ctx context.Context, e *Env, sys *system) *timeline {
 	return startTimeline(ctx, e.Tick, sys.groups, time.Second)
 }
+
+// sprightThenKnative measures a scenario on the SPRIGHT chain, then on the
+// Knative path, stopping each after its run. A SPRIGHT chain that fails to
+// start or run is recorded as a problem and the Knative side still runs; the
+// Knative side's error is the scenario's.
+func sprightThenKnative(f *File, startSpright func() (*sprightSys, error), startKnative func() (*system, error), run func(*system) error) error {
+	if s, err := startSpright(); err != nil {
+		f.Problems = append(f.Problems, err.Error())
+	} else {
+		sys := sprightSystem(s)
+		if err := run(sys); err != nil {
+			f.Problems = append(f.Problems, fmt.Sprintf("%s: %v", sys.name, err))
+		}
+		sys.stop(f)
+	}
+	sys, err := startKnative()
+	if err != nil {
+		return err
+	}
+	err = run(sys)
+	sys.stop(f)
+	return err
+}

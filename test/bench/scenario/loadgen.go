@@ -63,6 +63,15 @@ func (r *recorder) add(label string, at time.Time, d time.Duration, err error) {
 	r.perSec[label] = s
 }
 
+// windowEntry is one system's entry for the requests of a measurement
+// window: latencies, count and rate over wall.
+func windowEntry(system string, concurrency int, label string, wall time.Duration, errs int64, lat []time.Duration) Entry {
+	en := Entry{System: system, Concurrency: concurrency, Label: label, DurationS: wall.Seconds(), Errors: errs}
+	latencyStats(&en, lat)
+	en.RPS = float64(en.Requests) / wall.Seconds()
+	return en
+}
+
 // latencyStats fills the latency and request fields of en from ds.
 func latencyStats(en *Entry, ds []time.Duration) {
 	en.Requests = int64(len(ds))

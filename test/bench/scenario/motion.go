@@ -165,10 +165,8 @@ func runMotion(ctx context.Context, e *Env, f *File) error {
 				warm = append(warm, r.lat)
 			}
 		}
-		en := Entry{System: sys.name, DurationS: u.Wall.Seconds(), Errors: errs,
-			Extra: map[string]float64{"cold_starts": float64(coldStarts.Load())}}
-		latencyStats(&en, all)
-		en.RPS = float64(en.Requests) / u.Wall.Seconds()
+		en := windowEntry(sys.name, 0, "", u.Wall, errs, all)
+		en.Extra = map[string]float64{"cold_starts": float64(coldStarts.Load())}
 		fillCPU(&en, u, -1)
 		f.Entries = append(f.Entries, en)
 		for _, part := range []struct {
@@ -186,27 +184,22 @@ func runMotion(ctx context.Context, e *Env, f *File) error {
 		return nil
 	}
 
-	s, err := startSpright(ctx, e, "motion", "skmsg", nil, func(ctx context.Context, url string) error {
-		return send(ctx, probeHTTP, Request{URL: url, Body: body})
-	})
-	if err != nil {
-		f.Problems = append(f.Problems, err.Error())
-	} else {
-		sys := sprightSystem(s)
-		if err := replay(sys); err != nil {
-			f.Problems = append(f.Problems, fmt.Sprintf("%s: %v", sys.name, err))
-		}
-		sys.stop(f)
-	}
-	k, err := startKnative(ctx, e, fns, map[string][]string{"motion": {fns[0].Name, fns[1].Name}}, true)
-	if err != nil {
-		return err
-	}
-	sys := knativeSystem(k)
-	sys.request = func(string) (string, map[string][]string) { return k.URL("motion"), nil }
-	err = replay(sys)
-	sys.stop(f)
-	return err
+	return sprightThenKnative(f,
+		func() (*sprightSys, error) {
+			return startSpright(ctx, e, "motion", "skmsg", nil, func(ctx context.Context, url string) error {
+				return send(ctx, probeHTTP, Request{URL: url, Body: body})
+			})
+		},
+		func() (*system, error) {
+			k, err := startKnative(ctx, e, fns, map[string][]string{"motion": {fns[0].Name, fns[1].Name}}, true)
+			if err != nil {
+				return nil, err
+			}
+			sys := knativeSystem(k)
+			sys.request = func(string) (string, map[string][]string) { return k.URL("motion"), nil }
+			return sys, nil
+		},
+		replay)
 }
 
 func burstGaps(bs []burst) []time.Duration {

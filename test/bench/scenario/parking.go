@@ -98,16 +98,11 @@ func runParking(ctx context.Context, e *Env, f *File) error {
 			return err
 		}
 		all := append(append([]time.Duration{}, rec.lat["new"]...), rec.lat["known"]...)
-		en := Entry{System: sys.name, Concurrency: spots, DurationS: u.Wall.Seconds(), Errors: rec.errs["new"] + rec.errs["known"]}
-		latencyStats(&en, all)
-		en.RPS = float64(en.Requests) / u.Wall.Seconds()
+		en := windowEntry(sys.name, spots, "", u.Wall, rec.errs["new"]+rec.errs["known"], all)
 		fillCPU(&en, u, -1)
 		f.Entries = append(f.Entries, en)
 		for _, l := range []string{"new", "known"} {
-			pe := Entry{System: sys.name, Concurrency: spots, Label: l, DurationS: u.Wall.Seconds(), Errors: rec.errs[l]}
-			latencyStats(&pe, rec.lat[l])
-			pe.RPS = float64(pe.Requests) / u.Wall.Seconds()
-			f.Entries = append(f.Entries, pe)
+			f.Entries = append(f.Entries, windowEntry(sys.name, spots, l, u.Wall, rec.errs[l], rec.lat[l]))
 		}
 		f.Series = append(f.Series, rt)
 		f.Series = append(f.Series, series...)
@@ -119,24 +114,18 @@ func runParking(ctx context.Context, e *Env, f *File) error {
 		return sys.alive()
 	}
 
-	s, err := startSpright(ctx, e, "parking", "skmsg", scaleServiceTimes(scale), func(ctx context.Context, url string) error {
-		return send(ctx, probeHTTP, Request{URL: url, Body: []byte("probe")})
-	})
-	if err != nil {
-		f.Problems = append(f.Problems, err.Error())
-	} else {
-		sys := sprightSystem(s)
-		if err := run(sys); err != nil {
-			f.Problems = append(f.Problems, fmt.Sprintf("%s: %v", sys.name, err))
-		}
-		sys.stop(f)
-	}
-	k, err := startKnative(ctx, e, fns, chains, false)
-	if err != nil {
-		return err
-	}
-	sys := knativeSystem(k)
-	err = run(sys)
-	sys.stop(f)
-	return err
+	return sprightThenKnative(f,
+		func() (*sprightSys, error) {
+			return startSpright(ctx, e, "parking", "skmsg", scaleServiceTimes(scale), func(ctx context.Context, url string) error {
+				return send(ctx, probeHTTP, Request{URL: url, Body: []byte("probe")})
+			})
+		},
+		func() (*system, error) {
+			k, err := startKnative(ctx, e, fns, chains, false)
+			if err != nil {
+				return nil, err
+			}
+			return knativeSystem(k), nil
+		},
+		run)
 }
