@@ -12,7 +12,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -78,26 +77,9 @@ type node struct {
 	listen, admin        string
 	gw                   *exec.Cmd
 	gwDone               chan struct{}
-	gwLog                *lockedBuffer
+	gwLog                *syncBuffer
 	gws                  int // gateway processes started
 	fns                  map[string][]*exec.Cmd
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func startNode(t *testing.T, yaml string) *node {
@@ -110,7 +92,7 @@ func startNode(t *testing.T, yaml string) *node {
 	dir := t.TempDir()
 	n := &node{t: t, dir: dir, yaml: filepath.Join(dir, "chain.yaml"), sock: filepath.Join(dir, "control.sock"),
 		pin:    fmt.Sprintf("/sys/fs/bpf/spright-e2e-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_")),
-		listen: "127.0.0.1:" + freePortOn(t, "127.0.0.1"), admin: "127.0.0.1:" + freePortOn(t, "127.0.0.1"), gwLog: &lockedBuffer{}, fns: map[string][]*exec.Cmd{}}
+		listen: "127.0.0.1:" + freePortOn(t, "127.0.0.1"), admin: "127.0.0.1:" + freePortOn(t, "127.0.0.1"), gwLog: &syncBuffer{}, fns: map[string][]*exec.Cmd{}}
 	if err := os.WriteFile(n.yaml, []byte(yaml), 0o644); err != nil {
 		t.Fatal(err)
 	}
