@@ -409,6 +409,17 @@ func (g *Gateway) deliver(d descriptor.Descriptor) {
 			c.complete(d.Slot, result{status: 502, slot: d.Slot,
 				err: fmt.Sprintf("instance %d refused the request: %v", d.Next, reason)})
 		}
+		if reason == bpf.DropRedirect {
+			// Its socket has left the sockhash: the instance is dead,
+			// though its control connection may not have ended yet. Stop
+			// picking it now; unregister does the rest when it ends.
+			g.mu.RLock()
+			in := g.instances[d.Next]
+			g.mu.RUnlock()
+			if in != nil && in.chain == c {
+				c.routes.RemoveInstance(in.fn, in.id)
+			}
+		}
 		return
 	}
 	if owner := c.pool.Owner(d.Slot); owner != descriptor.GatewayInstance {
