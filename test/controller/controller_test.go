@@ -45,6 +45,7 @@ import (
 	"github.com/spright-dev/spright/pkg/function"
 	"github.com/spright-dev/spright/pkg/gateway"
 	"github.com/spright-dev/spright/pkg/reconciler/chain"
+	"github.com/spright-dev/spright/pkg/samples"
 	"github.com/spright-dev/spright/pkg/shm"
 	"github.com/spright-dev/spright/test/envtest"
 )
@@ -232,8 +233,8 @@ func TestControllerOnRealAPIServer(t *testing.T) {
 		}
 		return nil
 	})
-	gw.function(t, ctx, "shop.shop", "cart", func(m *function.Message) error { reverseBytes(m.Payload()); return nil })
-	gw.function(t, ctx, "shop.shop", "frontend", func(m *function.Message) error { upperBytes(m.Payload()); return nil })
+	gw.function(t, ctx, "shop.shop", "cart", "reverse")
+	gw.function(t, ctx, "shop.shop", "frontend", "upper")
 	select {
 	case got := <-answer:
 		if got != "200 CBA" {
@@ -406,9 +407,14 @@ func startGateway(t *testing.T, ctx context.Context, cfg *rest.Config) (*nodeGat
 	return &nodeGateway{g: g, watcher: w, sock: filepath.Join(dir, "ctl.sock")}, w.Handler()
 }
 
-// function registers an SDK function instance with the gateway.
-func (n *nodeGateway) function(t *testing.T, ctx context.Context, chain, name string, h function.HandlerFunc) {
+// function registers an SDK function instance with the gateway, running
+// one of the sample behaviours (pkg/samples).
+func (n *nodeGateway) function(t *testing.T, ctx context.Context, chain, name, behavior string) {
 	t.Helper()
+	h, err := samples.Lookup(behavior, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	in, err := function.Register(function.Options{ControlSocket: n.sock, Chain: chain, Function: name, Logger: testlog.CleanupLogger(t, zapcore.InfoLevel), Workers: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -417,18 +423,4 @@ func (n *nodeGateway) function(t *testing.T, ctx context.Context, chain, name st
 	done := make(chan struct{})
 	go func() { defer close(done); in.Serve(fctx, h) }()
 	t.Cleanup(func() { cancel(); <-done; in.Close() })
-}
-
-func upperBytes(p []byte) {
-	for i, c := range p {
-		if 'a' <= c && c <= 'z' {
-			p[i] = c - 32
-		}
-	}
-}
-
-func reverseBytes(p []byte) {
-	for i, j := 0, len(p)-1; i < j; i, j = i+1, j-1 {
-		p[i], p[j] = p[j], p[i]
-	}
 }
