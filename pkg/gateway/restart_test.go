@@ -34,13 +34,7 @@ func helloChain(timeout time.Duration) gateway.ChainConfig {
 
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitFor(t, 10*time.Second, what, cond)
 }
 
 // TestRestartKeepsPool: the gateway stops while a request is inside a
