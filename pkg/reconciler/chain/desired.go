@@ -12,7 +12,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	netapi "knative.dev/networking/pkg/apis/networking"
 	netv1alpha1 "knative.dev/networking/pkg/apis/networking/v1alpha1"
-	"knative.dev/pkg/apis"
 	"knative.dev/pkg/kmeta"
 	"knative.dev/serving/pkg/apis/autoscaling"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
@@ -241,7 +240,3 @@ type chainOwner struct{ *v1alpha1.Chain }
 func (o chainOwner) GetGroupVersionKind() schema.GroupVersionKind {
 	return v1alpha1.SchemeGroupVersion.WithKind(v1alpha1.Kind)
 }
-
-type apisURL = apis.URL
-
-func wantIngClassKey() string { return netapi.IngressClassAnnotationKey }

@@ -18,8 +18,10 @@ import (
 	corev1listers "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
+	netapi "knative.dev/networking/pkg/apis/networking"
 	netclientset "knative.dev/networking/pkg/client/clientset/versioned"
 	netlisters "knative.dev/networking/pkg/client/listers/networking/v1alpha1"
+	"knative.dev/pkg/apis"
 	"knative.dev/pkg/controller"
 	"knative.dev/pkg/logging"
 	pkgreconciler "knative.dev/pkg/reconciler"
@@ -136,26 +138,21 @@ func (r *Reconciler) reconcileChain(ctx context.Context, ns, name string, servic
 		desired = &v1alpha1.Chain{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: chainLabels(name)}}
 	}
 	desired.TypeMeta = metav1.TypeMeta{APIVersion: v1alpha1.SchemeGroupVersion.String(), Kind: v1alpha1.Kind}
-	desired.Status.InitializeConditions()
-	desired.Status.ObservedGeneration = desired.Generation
 	if verdict.Reason == "" {
 		desired.Spec = verdict.Spec
-		desired.Status.MarkValid()
-	} else {
-		// Keep the last valid spec: gateways go on serving it.
-		desired.Status.MarkInvalid(verdict.Reason, "%s", verdict.Msg)
-	}
+	} // else keep the last valid spec: gateways go on serving it
 
 	chain, err := r.applyChain(ctx, existing, desired)
 	if err != nil {
 		return err
 	}
-	if verdict.Reason != "" && existing == nil {
-		rec.Eventf(chain, corev1.EventTypeWarning, verdict.Reason, "%s", verdict.Msg)
-	}
 
 	status := desired.Status.DeepCopy()
+	status.InitializeConditions()
 	status.ObservedGeneration = chain.Generation
+	if verdict.Reason == "" {
+		status.MarkValid()
+	}
 	if chain.Spec.Entry == "" {
 		status.MarkNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed")
 	} else if err := r.route(ctx, chain, cfg); err != nil {
@@ -166,15 +163,16 @@ func (r *Reconciler) reconcileChain(ctx context.Context, ns, name string, servic
 		status.Address = Address(ns, name)
 		status.URL = nil
 		if h := ExternalHost(ns, name, cfg); h != "" {
-			status.URL = &apisURL{Scheme: "http", Host: h}
+			status.URL = &apis.URL{Scheme: "http", Host: h}
 		}
 	}
 	if verdict.Reason != "" {
-		// Ready should carry the validation fault, the one to fix first.
+		// Marked last, so that Ready carries the validation fault: the one
+		// to fix first. An event when the chain is new or was valid.
 		status.MarkInvalid(verdict.Reason, "%s", verdict.Msg)
-	}
-	if verdict.Reason != "" && existing != nil && existing.Status.GetCondition(v1alpha1.ChainConditionValid).IsTrue() {
-		rec.Eventf(chain, corev1.EventTypeWarning, verdict.Reason, "%s", verdict.Msg)
+		if existing == nil || existing.Status.GetCondition(v1alpha1.ChainConditionValid).IsTrue() {
+			rec.Eventf(chain, corev1.EventTypeWarning, verdict.Reason, "%s", verdict.Msg)
+		}
 	}
 	return r.updateStatus(ctx, chain, status)
 }
@@ -282,13 +280,13 @@ func (r *Reconciler) route(ctx context.Context, chain *v1alpha1.Chain, cfg *Conf
 		if err := r.Networking.NetworkingV1alpha1().Ingresses(chain.Namespace).Delete(ctx, haveIng.Name, metav1.DeleteOptions{}); err != nil && !apierrs.IsNotFound(err) {
 			return fmt.Errorf("deleting ingress %s/%s: %w", haveIng.Namespace, haveIng.Name, err)
 		}
-	case !equality.Semantic.DeepEqual(haveIng.Spec, wantIng.Spec) || haveIng.Annotations[wantIngClassKey()] != wantIng.Annotations[wantIngClassKey()]:
+	case !equality.Semantic.DeepEqual(haveIng.Spec, wantIng.Spec) || haveIng.Annotations[netapi.IngressClassAnnotationKey] != wantIng.Annotations[netapi.IngressClassAnnotationKey]:
 		upd := haveIng.DeepCopy()
 		upd.Spec = wantIng.Spec
 		if upd.Annotations == nil {
 			upd.Annotations = map[string]string{}
 		}
-		upd.Annotations[wantIngClassKey()] = wantIng.Annotations[wantIngClassKey()]
+		upd.Annotations[netapi.IngressClassAnnotationKey] = wantIng.Annotations[netapi.IngressClassAnnotationKey]
 		if _, err := r.Networking.NetworkingV1alpha1().Ingresses(chain.Namespace).Update(ctx, upd, metav1.UpdateOptions{}); err != nil {
 			return fmt.Errorf("updating ingress %s/%s: %w", upd.Namespace, upd.Name, err)
 		}
