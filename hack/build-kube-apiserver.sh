@@ -7,6 +7,8 @@
 #   hack/build-kube-apiserver.sh              # build (no-op when already built)
 #   hack/build-kube-apiserver.sh --force      # rebuild
 #   hack/build-kube-apiserver.sh --print-dir  # print the binary directory only
+#   hack/build-kube-apiserver.sh --cluster    # also kubelet, kube-controller-manager,
+#       # kube-scheduler and kube-proxy, for the one-node cluster (hack/cluster-up.sh)
 #   SPRIGHT_ETCD=build hack/build-kube-apiserver.sh
 #       # also build etcd from go.etcd.io/etcd/server/v3 (the version
 #       # k8s.io/kubernetes requires) into the same directory, where envtest
@@ -32,12 +34,15 @@ fi
 dir="${SPRIGHT_ENVTEST_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/spright/envtest/$version}"
 
 force=0
-case "${1:-}" in
---print-dir) echo "$dir"; exit 0 ;;
---force) force=1 ;;
-"") ;;
-*) echo "usage: $0 [--force|--print-dir]" >&2; exit 2 ;;
-esac
+cluster=0
+for arg in "$@"; do
+	case "$arg" in
+	--print-dir) echo "$dir"; exit 0 ;;
+	--force) force=1 ;;
+	--cluster) cluster=1 ;;
+	*) echo "usage: $0 [--force] [--cluster] | --print-dir" >&2; exit 2 ;;
+	esac
+done
 
 # etcd: Debian's etcd-server (3.4.23 on Debian 12; it serves the etcd3 API that
 # kube-apiserver needs, and the apiserver turns off what needs a newer etcd).
@@ -56,6 +61,12 @@ fi
 
 pkgs=(k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl)
 bins=(kube-apiserver kubectl)
+if [[ $cluster -eq 1 ]]; then
+	for b in kubelet kube-controller-manager kube-scheduler kube-proxy; do
+		pkgs+=("k8s.io/kubernetes/cmd/$b")
+		bins+=("$b")
+	done
+fi
 if [[ "${SPRIGHT_ETCD:-}" == build ]]; then
 	pkgs+=(go.etcd.io/etcd/server/v3)
 	bins+=(etcd)
