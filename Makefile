@@ -6,7 +6,7 @@ LISTEN    ?= 127.0.0.1:8080
 HUGEPAGES ?= 128
 FUZZTIME  ?= 30s
 
-.PHONY: all build generate check-generate test test-short bench bench-quick run hugepages fuzz soak vet clean ko-resolve
+.PHONY: all build generate check-generate test test-short bench bench-quick run hugepages fuzz soak vet clean ko-resolve cluster-up cluster-down e2e-cluster
 
 all: build
 
@@ -79,6 +79,20 @@ ko-resolve:
 SOAKTIME ?= 10m
 soak: hugepages
 	SPRIGHT_SOAK=1 SPRIGHT_SOAK_DURATION=$(SOAKTIME) $(GO) test -count=1 -v -timeout 30m ./test/e2e -run '^(TestFaultsUnderLoad|TestSoak)$$'
+
+# A real one-node Kubernetes + Knative Serving 1.15 on this machine
+# (hack/cluster-up.sh; docs/knative.md "Try it on one machine"). Builds the
+# kube binaries and images on first use (cached); needs root.
+cluster-up: hugepages
+	hack/cluster-up.sh
+
+cluster-down:
+	hack/cluster-down.sh
+
+# The cluster test (test/cluster): brings the cluster up if needed, installs
+# SPRIGHT as docs/knative.md says and drives it with the real kn.
+e2e-cluster: hugepages
+	SPRIGHT_CLUSTER_REQUIRED=1 $(GO) test -count=1 -v -timeout 60m ./test/cluster
 
 clean:
 	rm -rf $(BIN)
