@@ -21,11 +21,14 @@ import (
 
 	"github.com/spright-dev/spright/pkg/apis/spright/v1alpha1"
 	"github.com/spright-dev/spright/pkg/gateway"
+	"github.com/spright-dev/spright/pkg/ingressconfig"
 	"github.com/spright-dev/spright/pkg/shm"
 )
 
-// ChainHeader is the header the chain's KIngress appends ("namespace/chain").
-const ChainHeader = "Spright-Chain"
+// ChainHeader is the header the chain's KIngress appends ("namespace/chain");
+// one definition, in ingressconfig, for the controller, this watcher and
+// the KIngress data plane.
+const ChainHeader = ingressconfig.ChainHeader
 
 // Options configure the chains a Watcher adds.
 type Options struct {

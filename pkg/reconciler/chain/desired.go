@@ -18,6 +18,7 @@ import (
 
 	"github.com/spright-dev/spright/pkg/apis/spright/v1alpha1"
 	"github.com/spright-dev/spright/pkg/chainspec"
+	"github.com/spright-dev/spright/pkg/ingressconfig"
 )
 
 // Labels and headers the controller sets.
@@ -25,8 +26,9 @@ const (
 	// ChainLabel marks objects the controller made for a chain.
 	ChainLabel = "spright.dev/chain"
 	// ChainHeader is appended by the KIngress so the gateway knows the
-	// chain whatever host the client used ("namespace/chain").
-	ChainHeader = "Spright-Chain"
+	// chain whatever host the client used ("namespace/chain"); with the
+	// SPRIGHT ingress, such a split enters the chain in the gateway.
+	ChainHeader = ingressconfig.ChainHeader
 )
 
 // Reasons in conditions and events.
