@@ -18,7 +18,8 @@ CLUSTER_STATE="${SPRIGHT_CLUSTER_STATE:-/var/lib/spright-cluster}"
 CLUSTER_RUN="${SPRIGHT_CLUSTER_RUN:-/run/spright-cluster}"
 CLUSTER_CACHE="${SPRIGHT_CLUSTER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/spright/cluster}"
 
-# The node's address lives on a dummy interface of its own, so the cluster
+# The node's address lives on an interface of its own (an empty bridge: this
+# kernel has no dummy driver; local delivery needs only the address), so the cluster
 # does not depend on (or disturb) the host's uplink, and cluster-down can
 # remove it. Pods reach the apiserver through it (the kubernetes Service
 # DNATs to it); clients on the host use it for NodePorts and hostPorts.

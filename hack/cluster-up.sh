@@ -95,7 +95,7 @@ if ! mountpoint -q /sys/fs/bpf; then
 fi
 
 # --- node network ------------------------------------------------------------------
-ip link add "$CLUSTER_NODE_IF" type dummy 2>/dev/null || true
+ip link show "$CLUSTER_NODE_IF" >/dev/null 2>&1 || ip link add "$CLUSTER_NODE_IF" type bridge
 ip addr replace "$CLUSTER_NODE_IP/32" dev "$CLUSTER_NODE_IF"
 ip link set "$CLUSTER_NODE_IF" up
 sysctl -qw net.ipv4.ip_forward=1
@@ -198,7 +198,8 @@ export KO_DEFAULTBASEIMAGE="$CLUSTER_REGISTRY/spright/base:static"
 # The cluster's own images: the sandbox's pause and CoreDNS.
 cluster_log "building the pause and CoreDNS images (ko)"
 (cd "$root/hack/tools/cluster" && GOWORK=off GOFLAGS=-mod=readonly KO_DOCKER_REPO="$CLUSTER_REGISTRY/cluster" \
-	"$KO" build --sbom=none -B --tags latest --platform linux/amd64 ./pause >/dev/null)
+	"$KO" build --sbom=none -B --tags latest --platform linux/amd64 ./pause >/dev/null 2>>"$CLUSTER_STATE/logs/ko.log") \
+	|| { tail -n 20 "$CLUSTER_STATE/logs/ko.log" >&2; cluster_die "ko build of the pause image failed"; }
 PAUSE_IMAGE="$CLUSTER_REGISTRY/cluster/pause:latest"
 
 # containerd: its own root (images, kept in the cache), state and socket, so
@@ -372,7 +373,7 @@ for c in "${CLUSTER_COMPONENTS[@]}"; do alive "$c"; done
 # --- CoreDNS -----------------------------------------------------------------------
 cluster_log "installing CoreDNS"
 (cd "$root/hack/tools/cluster" && GOWORK=off GOFLAGS=-mod=readonly KO_DOCKER_REPO="$CLUSTER_REGISTRY/cluster" \
-	"$KO" resolve --sbom=none -B --platform linux/amd64 -f "$root/hack/cluster/coredns.yaml") \
+	"$KO" resolve --sbom=none -B --platform linux/amd64 -f "$root/hack/cluster/coredns.yaml" 2>>"$CLUSTER_STATE/logs/ko.log") \
 	| sed -e "s/@@DNS_IP@@/$CLUSTER_DNS_IP/g" -e "s/@@DOMAIN@@/$CLUSTER_DOMAIN/g" >"$CLUSTER_STATE/config/coredns.yaml"
 kubectl apply -f "$CLUSTER_STATE/config/coredns.yaml" >/dev/null
 kubectl -n kube-system rollout status deployment/coredns --timeout=180s >&2

@@ -42,7 +42,8 @@ cluster_log "installing Knative Serving $version: core (ko builds controller, we
 out="$CLUSTER_STATE/knative-serving-core.yaml"
 (cd "$mod" && GOWORK=off GOFLAGS=-mod=readonly KO_DOCKER_REPO="$CLUSTER_REGISTRY/knative" \
 	"$KO_DIR/ko" resolve --sbom=none -B --platform linux/amd64 -R \
-	-f "$serving/config/core/" -f "$networking/config/config-network.yaml") >"$out.tmp"
+	-f "$serving/config/core/" -f "$networking/config/config-network.yaml" 2>>"$CLUSTER_STATE/logs/ko.log") >"$out.tmp" \
+	|| { tail -n 20 "$CLUSTER_STATE/logs/ko.log" >&2; cluster_die "ko resolve of Knative Serving failed"; }
 mv -f "$out.tmp" "$out"
 kubectl apply -f "$out" >/dev/null
 for d in controller webhook activator autoscaler; do
