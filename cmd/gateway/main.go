@@ -7,6 +7,13 @@
 // revisions (splicing their connections in the kernel), exposes metrics,
 // and optionally pushes pod Stats to Knative's autoscaler like the
 // activator. `spright run` is the all-in-one standalone variant.
+//
+// With --kube it serves the cluster's Chains (pkg/chainwatch) and, unless
+// --kingress=false, is Knative's networking layer for the ingress class
+// spright.ingress.networking.knative.dev (pkg/ingresswatch,
+// pkg/gateway/ingress): --listen is the external listener (ExternalIP
+// rules), --listen-local the cluster-local one (every rule). Hosts no
+// KIngress serves still reach the chains as before.
 package main
 
 import (
@@ -19,13 +26,16 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"go.uber.org/zap"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+	netclientset "knative.dev/networking/pkg/client/clientset/versioned"
 	"knative.dev/pkg/websocket"
 
 	"github.com/spright-dev/spright/bpf/redirect"
@@ -33,6 +43,9 @@ import (
 	"github.com/spright-dev/spright/pkg/control"
 	"github.com/spright-dev/spright/pkg/eproxy"
 	"github.com/spright-dev/spright/pkg/gateway"
+	gwingress "github.com/spright-dev/spright/pkg/gateway/ingress"
+	"github.com/spright-dev/spright/pkg/ingressconfig"
+	"github.com/spright-dev/spright/pkg/ingresswatch"
 	"github.com/spright-dev/spright/pkg/shm"
 	"github.com/spright-dev/spright/pkg/standalone"
 )
@@ -54,7 +67,13 @@ func run() error {
 	flag.Var(&chains, "f", "chain file to serve (repeatable)")
 	ctl := flag.String("control", control.DefaultSocket, "control socket for functions and EPROXY sidecars")
 	pin := flag.String("pin-dir", "/sys/fs/bpf/spright", "bpffs directory for the eBPF maps (kept across restarts)")
-	listen := flag.String("listen", "127.0.0.1:8080", "HTTP address for chain traffic (Host header picks the chain; one chain: all traffic)")
+	listen := flag.String("listen", "127.0.0.1:8080", "HTTP address for chain traffic (Host header picks the chain; one chain: all traffic); with --kube, also the external listener of the KIngresses' ExternalIP rules")
+	listenLocal := flag.String("listen-local", "", "--kube: the cluster-local listener, serving every KIngress rule (ClusterLocal and ExternalIP) and the chains (empty: off)")
+	kingress := flag.Bool("kingress", true, "--kube: serve the KIngresses of class "+ingressconfig.Class+" (Knative's networking layer; needs the RBAC of config/200-rbac.yaml)")
+	readHeaderTimeout := flag.Duration("read-header-timeout", gwingress.DefaultLimits().ReadHeaderTimeout, "listeners: close a connection whose request headers take longer (slowloris)")
+	idleTimeout := flag.Duration("idle-timeout", gwingress.DefaultLimits().IdleTimeout, "listeners: close keep-alive connections idle this long")
+	maxHeaderBytes := flag.Int("max-header-bytes", gwingress.DefaultLimits().MaxHeaderBytes, "listeners: largest request header (431 beyond)")
+	maxStreams := flag.Int("max-concurrent-streams", gwingress.DefaultLimits().MaxConcurrentStreams, "listeners: HTTP/2 (h2c) streams per connection")
 	admin := flag.String("admin-listen", "127.0.0.1:9091", "address for /metrics (empty: off)")
 	drain := flag.Duration("drain-timeout", 0, "on SIGTERM, how long in-flight requests may take to finish (default: the longest chain timeout + 1s)")
 	memberWait := flag.Duration("member-wait", 10*time.Second, "after a restart (pools kept), how long to wait for the chains' members to register again before taking HTTP traffic")
@@ -180,6 +199,9 @@ func run() error {
 		}
 		g.Handler(c).ServeHTTP(w, r)
 	})
+	// The listeners: --listen (external) and --listen-local (cluster-local).
+	// Without KIngresses both serve the chains alone.
+	routes := map[ingressconfig.Listener]http.Handler{ingressconfig.External: route, ingressconfig.Local: route}
 	if *kube {
 		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 		if err != nil {
@@ -199,37 +221,79 @@ func run() error {
 				stop()
 			}
 		}()
-		route = w.Handler()
+		routes[ingressconfig.External], routes[ingressconfig.Local] = w.Handler(), w.Handler()
+		if *kingress {
+			kc, err := kubernetes.NewForConfig(cfg)
+			if err != nil {
+				return fmt.Errorf("--kube: %w", err)
+			}
+			nc, err := netclientset.NewForConfig(cfg)
+			if err != nil {
+				return fmt.Errorf("--kube: %w", err)
+			}
+			// A KIngress host is served by the KIngress (a chain's own
+			// KIngress enters the chain in-process); any other host goes
+			// to the chain lookup exactly as without KIngresses.
+			chainOf := func(r *http.Request) http.Handler {
+				if c := w.Lookup(r); c != nil {
+					return g.Handler(c)
+				}
+				return nil
+			}
+			iw := ingresswatch.New(nc, kc, ingresswatch.Options{Chains: chainOf}, log)
+			go func() {
+				if err := iw.Run(ctx); err != nil {
+					log.Error("KIngress watcher", zap.Error(err))
+					stop()
+				}
+			}()
+			routes[ingressconfig.External], routes[ingressconfig.Local] = iw.Handler(ingressconfig.External), iw.Handler(ingressconfig.Local)
+		}
 	}
 	var draining atomic.Bool
-	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if draining.Load() {
-			// Tell keep-alive clients to go: the connection closes after
-			// this response, never under a request being written to it.
-			w.Header().Set("Connection", "close")
+	var open atomic.Int64 // client connections, all listeners
+	lim := gwingress.Limits{ReadHeaderTimeout: *readHeaderTimeout, IdleTimeout: *idleTimeout,
+		MaxHeaderBytes: *maxHeaderBytes, MaxConcurrentStreams: *maxStreams}
+	type listener struct {
+		ln  net.Listener
+		srv *http.Server
+	}
+	var listeners []listener
+	addrs := map[ingressconfig.Listener]string{ingressconfig.External: *listen, ingressconfig.Local: *listenLocal}
+	for _, l := range ingressconfig.Listeners {
+		if addrs[l] == "" {
+			continue
 		}
-		route.ServeHTTP(w, r)
-	})
-	var open atomic.Int64 // client connections
-	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
-		ConnState: func(_ net.Conn, st http.ConnState) {
+		route := routes[l]
+		handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if draining.Load() {
+				// Tell keep-alive clients to go: the connection closes after
+				// this response, never under a request being written to it.
+				w.Header().Set("Connection", "close")
+			}
+			route.ServeHTTP(w, r)
+		})
+		srv := gwingress.NewServer(handler, lim, log)
+		srv.ConnState = func(_ net.Conn, st http.ConnState) {
 			switch st {
 			case http.StateNew:
 				open.Add(1)
 			case http.StateClosed, http.StateHijacked:
 				open.Add(-1)
 			}
-		}}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", *listen, err)
-	}
-	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !draining.Load() {
-			log.Error("chain listener", zap.Error(err))
-			stop()
 		}
-	}()
+		ln, err := net.Listen("tcp", addrs[l])
+		if err != nil {
+			return fmt.Errorf("listen %s: %w", addrs[l], err)
+		}
+		listeners = append(listeners, listener{ln, srv})
+		go func() {
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !draining.Load() {
+				log.Error("listener", zap.String("listener", l.String()), zap.Error(err))
+				stop()
+			}
+		}()
+	}
 	if *admin != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", g.MetricsHandler())
@@ -237,7 +301,8 @@ func run() error {
 		go a.ListenAndServe()
 		defer a.Close()
 	}
-	log.Info("gateway ready", zap.String("control", *ctl), zap.String("listen", *listen), zap.Int("chains", len(chains)))
+	log.Info("gateway ready", zap.String("control", *ctl), zap.String("listen", *listen), zap.String("listen_local", *listenLocal),
+		zap.Bool("kingress", *kube && *kingress), zap.Int("chains", len(chains)))
 	<-ctx.Done()
 	// Graceful drain: stop accepting, let every request in flight finish
 	// (each is bounded by its chain's timeout), then close the control
@@ -251,13 +316,16 @@ func run() error {
 	sctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
 	// First refuse new connections and let the open ones end on their
-	// own: each gets "Connection: close" on its next response. Closing an
-	// idle keep-alive connection could cut a request the client is writing
-	// at that moment. Connections that stay idle are closed after a grace.
-	// (Connections still in the kernel's accept queue when the listener
-	// closes are reset: the one loss a graceful stop can cause.)
+	// own: each gets "Connection: close" on its next response (HTTP/2
+	// connections get GOAWAY from Shutdown). Closing an idle keep-alive
+	// connection could cut a request the client is writing at that moment.
+	// Connections that stay idle are closed after a grace. (Connections
+	// still in the kernel's accept queue when the listener closes are
+	// reset: the one loss a graceful stop can cause.)
 	draining.Store(true)
-	ln.Close()
+	for _, l := range listeners {
+		l.ln.Close()
+	}
 	grace := time.NewTimer(min(*drain, 2*time.Second))
 	for open.Load() > 0 {
 		select {
@@ -269,9 +337,18 @@ func run() error {
 	}
 	grace.Stop()
 	log.Info("connections closed by their clients", zap.Int64("still_open", open.Load()), zap.Duration("after", time.Since(start)))
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("drain incomplete: closing with requests in flight", zap.Error(err))
-	} else {
+	var wg sync.WaitGroup
+	for _, l := range listeners {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.srv.Shutdown(sctx); err != nil {
+				log.Warn("drain incomplete: closing with requests in flight", zap.Error(err))
+			}
+		}()
+	}
+	wg.Wait()
+	if sctx.Err() == nil {
 		log.Info("drained", zap.Duration("after", time.Since(start)))
 	}
 	return nil
