@@ -37,10 +37,17 @@ func IsSpright(annotations map[string]string) bool {
 }
 
 // Hash is the version of a KIngress a gateway serves: knative.dev/
-// networking's ComputeHash (spec, namespace, name) in hex, the value
-// Knative's status prober expects in K-Network-Hash.
+// networking's ComputeHash (spec, namespace, name), in hex, of the KIngress
+// with knative.dev/networking's defaults applied — the value Knative's
+// status prober expects in K-Network-Hash. The prober in the controller is
+// handed the defaulted object (the generated reconciler defaults before
+// ReconcileKind) while a gateway's watch sees it as stored; in a cluster
+// Knative's webhook stores it defaulted, elsewhere (a bare API server) it
+// may not be. Defaulting here makes both sides agree either way.
 func Hash(ing *v1alpha1.Ingress) (string, error) {
-	b, err := netingress.ComputeHash(ing)
+	d := ing.DeepCopy()
+	d.SetDefaults(context.Background())
+	b, err := netingress.ComputeHash(d)
 	if err != nil {
 		return "", err
 	}
@@ -133,7 +140,7 @@ type Ingress struct {
 
 // Translate validates a KIngress with knative.dev/networking's own
 // validation, applies its defaults to a copy (visibility ExternalIP, a lone
-// split gets 100%), and translates it. The hash is of the KIngress as given.
+// split gets 100%), and translates it.
 func Translate(ing *v1alpha1.Ingress) (*Ingress, error) {
 	hash, err := Hash(ing)
 	if err != nil {

@@ -1,6 +1,7 @@
 package ingressconfig
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -292,6 +293,23 @@ func TestHash(t *testing.T) {
 	other.Generation = 7
 	if h, _ := Hash(other); h != h1 {
 		t.Error("status or generation changed the hash")
+	}
+	// A KIngress stored without defaults (no webhook) hashes as its
+	// defaulted form: what the controller's prober is handed.
+	stored := kingress(v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{
+		rule("", []string{"raw.example.com"}, v1alpha1.HTTPIngressPath{Splits: []v1alpha1.IngressBackendSplit{split("raw", 0, nil)}}),
+	}})
+	defaulted := stored.DeepCopy()
+	defaulted.SetDefaults(context.Background())
+	if cmp.Equal(stored.Spec, defaulted.Spec) {
+		t.Fatal("the stored KIngress has nothing to default")
+	}
+	hr, _ := Hash(stored)
+	if hd, _ := Hash(defaulted); hr != hd {
+		t.Errorf("stored %s, defaulted %s", hr, hd)
+	}
+	if want, _ := netingress.ComputeHash(defaulted); hr != fmt.Sprintf("%x", want) {
+		t.Errorf("stored KIngress hash %s, want ComputeHash of the defaulted one %x", hr, want)
 	}
 	changed := ing.DeepCopy()
 	changed.Spec.Rules[1].HTTP.Paths[0].Splits[0].ServiceName = "hello-00002"
