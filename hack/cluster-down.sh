@@ -103,7 +103,12 @@ for ns in /run/netns/cni-*; do
 	rm -f "$ns"
 done
 
-# 5. Network: the pod bridge and the node's dummy interface; host-side
+# /run/netns, if cluster-up made it a mount point and nothing else uses it now.
+if [[ -f "$CLUSTER_RUN/saved/mounted-netns" ]] && mountpoint -q /run/netns && [[ -z "$(ls -A /run/netns)" ]]; then
+	umount /run/netns 2>/dev/null
+fi
+
+# 5. Network: the pod bridge and the node's own interface; host-side
 #    veths still enslaved to the bridge (a namespace some process outside
 #    the cluster still held).
 if ip link show "$CLUSTER_POD_BRIDGE" >/dev/null 2>&1; then

@@ -43,10 +43,15 @@ CLUSTER_REGISTRY="localhost:${SPRIGHT_CLUSTER_REGISTRY_PORT:-5000}"
 CLUSTER_KUBECONFIG="$CLUSTER_STATE/admin.kubeconfig"
 CLUSTER_CONTAINERD_SOCK="$CLUSTER_RUN/containerd/containerd.sock"
 
-# Sysctls that kubelet and kube-proxy change: saved before the first start,
+# 2 MiB hugepages reserved for the gateway's chain pools (the DaemonSet
+# requests hugepages-2Mi, and kubelet reads the node's capacity when it
+# starts, so they are reserved before it).
+CLUSTER_HUGEPAGES="${SPRIGHT_CLUSTER_HUGEPAGES:-256}"
+
+# Sysctls that kubelet and kube-proxy (and the hugepages above) change: saved before the first start,
 # put back by cluster-down.
 CLUSTER_SYSCTLS=(
-	vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
+	vm.nr_hugepages vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops
 	kernel.keys.root_maxkeys kernel.keys.root_maxbytes
 	net.ipv4.ip_forward net.ipv4.conf.all.route_localnet
 	net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables

@@ -94,11 +94,28 @@ if ! mountpoint -q /sys/fs/bpf; then
 	echo /sys/fs/bpf >"$CLUSTER_RUN/saved/mounted-bpffs"
 fi
 
+# Pod network namespaces: CNI mounts them at /run/netns/cni-*. Make
+# /run/netns a shared mount point first, as `ip netns add` does: otherwise
+# the first `ip netns add` after the pods start (tests do that) bind-mounts
+# /run/netns over itself and hides the pods' namespaces from everyone,
+# cluster-down included.
+mkdir -p /run/netns
+if ! mountpoint -q /run/netns; then
+	mount --bind /run/netns /run/netns
+	echo /run/netns >"$CLUSTER_RUN/saved/mounted-netns"
+fi
+mount --make-shared /run/netns
+
 # --- node network ------------------------------------------------------------------
 ip link show "$CLUSTER_NODE_IF" >/dev/null 2>&1 || ip link add "$CLUSTER_NODE_IF" type bridge
 ip addr replace "$CLUSTER_NODE_IP/32" dev "$CLUSTER_NODE_IF"
 ip link set "$CLUSTER_NODE_IF" up
 sysctl -qw net.ipv4.ip_forward=1
+if (($(cat /proc/sys/vm/nr_hugepages) < CLUSTER_HUGEPAGES)); then
+	echo "$CLUSTER_HUGEPAGES" >/proc/sys/vm/nr_hugepages
+	(($(cat /proc/sys/vm/nr_hugepages) >= CLUSTER_HUGEPAGES)) \
+		|| cluster_log "warning: only $(cat /proc/sys/vm/nr_hugepages) hugepages could be reserved"
+fi
 sysctl -qw net.bridge.bridge-nf-call-iptables=1 2>/dev/null || true
 
 # --- PKI ---------------------------------------------------------------------------
