@@ -99,9 +99,17 @@ func Dial(path string) (*Conn, error) {
 
 // Listen creates the control socket at path (replacing a stale one) with
 // mode 0660: only root and the socket's group can register functions.
+// The directory is made searchable by that group too: a directory someone
+// else created (kubelet makes a DirectoryOrCreate hostPath 0750 root:root)
+// would otherwise refuse the group's members before the socket's own mode
+// is even looked at.
 func Listen(path string) (*net.UnixListener, error) {
-	if err := os.MkdirAll(dirOf(path), 0o755); err != nil {
+	dir := dirOf(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("control: %w", err)
+	}
+	if err := groupSearchable(dir); err != nil {
+		return nil, fmt.Errorf("control: socket directory %s: %w", dir, err)
 	}
 	_ = os.Remove(path)
 	l, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
@@ -113,6 +121,25 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, fmt.Errorf("control: %w", err)
 	}
 	return l, nil
+}
+
+// groupSearchable gives dir to the process's group (keeping its owner) and
+// adds group read and search permission, when either is missing.
+func groupSearchable(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	gid := os.Getegid()
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Gid) != gid {
+		if err := os.Chown(dir, -1, gid); err != nil {
+			return err
+		}
+	}
+	if mode := fi.Mode().Perm(); mode&0o050 != 0o050 {
+		return os.Chmod(dir, mode|0o050)
+	}
+	return nil
 }
 
 func dirOf(p string) string {

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -188,4 +190,88 @@ func openFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// TestListenDirectoryForGroup: the socket directory was made by someone else
+// (kubelet creates a DirectoryOrCreate hostPath 0750 root:root; here 0700 with
+// another group), yet a non-root process whose only link is the gateway's
+// group — EPROXY in a revision pod — can connect. Before Listen fixed the
+// directory, connect(2) failed with EACCES on the real one-node cluster.
+func TestListenDirectoryForGroup(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: chown and a child with other credentials")
+	}
+	// Not t.TempDir: its parent is 0700, and the child must reach base.
+	base, err := os.MkdirTemp("", "spright-control-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(base, "run")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(dir, 0, 4242); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "control.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	st, err := os.Stat(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm()&0o050 != 0o050 {
+		t.Errorf("directory mode %v: group cannot search it", st.Mode().Perm())
+	}
+	if gid := st.Sys().(*syscall.Stat_t).Gid; int(gid) != os.Getegid() {
+		t.Errorf("directory group %d, want the gateway's %d", gid, os.Getegid())
+	}
+	// A child as nobody-like user 65532 with the gateway's group as its only
+	// supplementary group dials the socket.
+	// (The test binary sits in a 0700 build directory: run a copy.)
+	self, err := os.ReadFile(os.Args[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(base, "control.test")
+	if err := os.WriteFile(bin, self, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestDialHelper$")
+	cmd.Env = append(os.Environ(), "SPRIGHT_CONTROL_DIAL="+path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{
+		Uid: 65532, Gid: 65532, Groups: []uint32{uint32(os.Getegid())},
+	}}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("dial as uid 65532 in the socket's group: %v\n%s", err, out)
+	}
+}
+
+// TestDialHelper is TestListenDirectoryForGroup's child.
+func TestDialHelper(t *testing.T) {
+	path := os.Getenv("SPRIGHT_CONTROL_DIAL")
+	if path == "" {
+		t.Skip("child of TestListenDirectoryForGroup")
+	}
+	c, err := Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
 }
