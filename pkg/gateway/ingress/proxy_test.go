@@ -8,8 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -699,5 +701,82 @@ func TestBadInput(t *testing.T) {
 	// The listener still serves.
 	if r := g.do(t, ingressconfig.External, "GET", "hello.default.example.com", "/", nil); r.seen == nil {
 		t.Errorf("after the bad input: %d %q", r.status, r.body)
+	}
+}
+
+// h2frame writes one HTTP/2 frame.
+func h2frame(w io.Writer, typ, flags byte, stream uint32, payload []byte) error {
+	n := len(payload)
+	hdr := []byte{byte(n >> 16), byte(n >> 8), byte(n), typ, flags,
+		byte(stream >> 24 & 0x7f), byte(stream >> 16), byte(stream >> 8), byte(stream)}
+	_, err := w.Write(append(hdr, payload...))
+	return err
+}
+
+// TestRapidReset: an HTTP/2 client opens streams and resets them at once,
+// thousands of times (CVE-2023-44487). The gateway stays up, keeps
+// serving others, and its goroutines come back down.
+func TestRapidReset(t *testing.T) {
+	var upstreamHits atomic.Int64
+	slow := startUpstream(t, "slow", false, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		upstreamHits.Add(1)
+		select {
+		case <-time.After(50 * time.Millisecond):
+		case <-r.Context().Done():
+		}
+	}))
+	g := startGateway(t, nil, ingress.DefaultLimits())
+	g.load(t, []*upstream{slow}, kingress("slow", v1alpha1.IngressSpec{Rules: []v1alpha1.IngressRule{
+		rule(v1alpha1.IngressVisibilityExternalIP, []string{"slow.example.com"}, paths(slow.split(100, nil))),
+	}}))
+	before := runtime.NumGoroutine()
+
+	c, err := net.Dial("tcp", g.addr[ingressconfig.External])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	closed := make(chan struct{})
+	go func() { io.Copy(io.Discard, c); close(closed) }() // the server's frames
+	bw := bufio.NewWriter(c)
+	bw.WriteString("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+	h2frame(bw, 0x4, 0, 0, nil)   // SETTINGS
+	h2frame(bw, 0x4, 0x1, 0, nil) // ACK of the server's SETTINGS
+	// HPACK: :method GET, :scheme http, :path /, :authority slow.example.com.
+	block := append([]byte{0x82, 0x86, 0x84, 0x41, byte(len("slow.example.com"))}, "slow.example.com"...)
+	cancel := []byte{0, 0, 0, 0x8} // RST_STREAM CANCEL
+	const n = 5000
+	sent := 0
+	for i := 0; i < n; i++ {
+		id := uint32(2*i + 1)
+		if h2frame(bw, 0x1, 0x4|0x1, id, block) != nil || h2frame(bw, 0x3, 0, id, cancel) != nil {
+			break
+		}
+		sent++
+	}
+	bw.Flush()
+	select {
+	case <-closed:
+		t.Logf("the gateway closed the flooding connection")
+	case <-time.After(3 * time.Second):
+		t.Logf("the flooding connection is still open")
+	}
+	c.Close()
+	// Others are served meanwhile and after.
+	if r := g.do(t, ingressconfig.External, "GET", "slow.example.com", "/", nil); r.status != 200 {
+		t.Errorf("after the flood: %d %q", r.status, r.body)
+	}
+	var now int
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		now = runtime.NumGoroutine()
+		if now <= before+20 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("rapid reset: %d streams opened and reset; %d reached the upstream; goroutines %d before, %d after", sent, upstreamHits.Load(), before, now)
+	if now > before+20 {
+		t.Errorf("goroutines %d after the flood, %d before", now, before)
 	}
 }
