@@ -766,9 +766,13 @@ func TestRapidReset(t *testing.T) {
 	if r := g.do(t, ingressconfig.External, "GET", "slow.example.com", "/", nil); r.status != 200 {
 		t.Errorf("after the flood: %d %q", r.status, r.body)
 	}
+	// Count what is left once the pools' idle keep-alive connections
+	// (the gateway's to the upstream, the test client's) are closed.
 	var now int
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		g.proxy.Close()
+		client.CloseIdleConnections()
 		now = runtime.NumGoroutine()
 		if now <= before+20 || time.Now().After(deadline) {
 			break
