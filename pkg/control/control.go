@@ -35,7 +35,25 @@ const (
 	TypeSpliced  = "spliced"  // the agent's answer to splice and unsplice
 	TypeUnsplice = "unsplice" // + 2 fds: take a spliced pair apart
 	TypeCount    = "count"    // + 1 fd: count what is sent on it (Side says which side)
+	// TypeCounters asks the agent for the pod's eBPF counters (Side
+	// "proxied": the activator's connections) and is its answer, with
+	// Counters set. EPROXY cannot read the map itself: Knative runs it with
+	// the runtime's default seccomp profile, which refuses bpf(2) to a
+	// container without CAP_BPF/CAP_SYS_ADMIN (and distributions set
+	// kernel.unprivileged_bpf_disabled), so the agent reads it.
+	TypeCounters = "counters"
 )
+
+// Counters is one instance's entry of the EPROXY metrics map, as the agent
+// read it (one consistent snapshot, taken under the entry's lock).
+type Counters struct {
+	RequestsIn   uint64 `json:"requestsIn"`
+	ResponsesOut uint64 `json:"responsesOut"`
+	Inflight     int64  `json:"inflight"`
+	Sent         uint64 `json:"sent"`
+	LastNs       uint64 `json:"lastNs"`
+	BusyNs       uint64 `json:"busyNs"`
+}
 
 // ProxiedInstance is the metrics entry where a pod's connections from the
 // activator are counted: the pod's instance ID with the top bit set. EPROXY
@@ -74,6 +92,9 @@ type Message struct {
 	// Count: "client" (responses sent), "upstream" (requests sent) or
 	// "arrival" (requests received, responses sent).
 	Side string `json:"side,omitempty"`
+
+	// Counters (the agent's answer).
+	Counters *Counters `json:"counters,omitempty"`
 
 	// Error
 	Error string `json:"error,omitempty"`

@@ -5,7 +5,6 @@ import (
 	"net"
 	"sync"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/spright-dev/spright/bpf"
@@ -26,12 +25,12 @@ type AgentClient struct {
 	// Chain and Function are set when the agent says this pod's revision
 	// is a member of a chain (then EPROXY runs the function shim).
 	Chain, Function string
-	metrics         *ebpf.Map
 
 	mu sync.Mutex // one request/answer at a time on the control socket
 }
 
-// RegisterPod registers the pod and receives the read-only EPROXY metrics map.
+// RegisterPod registers the pod with the node agent. The pod's counters are
+// read by the agent on request (Counters): EPROXY makes no bpf(2) call.
 func RegisterPod(socket string, id PodIdentity) (*AgentClient, error) {
 	conn, err := control.Dial(socket)
 	if err != nil {
@@ -46,29 +45,37 @@ func RegisterPod(socket string, id PodIdentity) (*AgentClient, error) {
 		conn.Close()
 		return nil, err
 	}
-	if len(fds) != 1 {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-		conn.Close()
-		return nil, fmt.Errorf("eproxy: agent welcome carried %d fds, want 1 (metrics map)", len(fds))
+	for _, fd := range fds { // an older agent sent the metrics map
+		unix.Close(fd)
 	}
-	m, err := ebpf.NewMapFromFD(fds[0])
+	return &AgentClient{conn: conn, Instance: w.Instance, Chain: w.Chain, Function: w.Function}, nil
+}
+
+// counters asks the agent for one of this pod's metrics entries.
+func (a *AgentClient) counters(side string) (bpf.InstanceMetrics, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.conn.Send(control.Message{Type: control.TypeCounters, Side: side}); err != nil {
+		return bpf.InstanceMetrics{}, err
+	}
+	r, fds, err := a.conn.Expect(control.TypeCounters)
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
 	if err != nil {
-		unix.Close(fds[0])
-		conn.Close()
-		return nil, fmt.Errorf("eproxy: metrics map from agent: %w", err)
+		return bpf.InstanceMetrics{}, err
 	}
-	return &AgentClient{conn: conn, Instance: w.Instance, Chain: w.Chain, Function: w.Function, metrics: m}, nil
+	if r.Counters == nil {
+		return bpf.InstanceMetrics{}, fmt.Errorf("eproxy: agent answered counters without any")
+	}
+	c := r.Counters
+	return bpf.InstanceMetrics{RequestsIn: c.RequestsIn, ResponsesOut: c.ResponsesOut, Inflight: c.Inflight,
+		Sent: c.Sent, LastNs: c.LastNs, BusyNs: c.BusyNs}, nil
 }
 
 // OwnCounters reads the counters of this pod's connections that did not
 // come from the activator.
-func (a *AgentClient) OwnCounters() (bpf.InstanceMetrics, error) {
-	var m bpf.InstanceMetrics
-	err := a.metrics.LookupWithFlags(a.Instance, &m, ebpf.LookupLock)
-	return m, err
-}
+func (a *AgentClient) OwnCounters() (bpf.InstanceMetrics, error) { return a.counters("") }
 
 // Counters reads this pod's counters: all its connections, the
 // activator's included.
@@ -115,11 +122,7 @@ func (a *AgentClient) Splice(client, upstream *net.TCPConn, proxied bool) error 
 }
 
 // ProxiedCounters reads the counters of this pod's activator connections.
-func (a *AgentClient) ProxiedCounters() (bpf.InstanceMetrics, error) {
-	var m bpf.InstanceMetrics
-	err := a.metrics.LookupWithFlags(control.ProxiedInstance(a.Instance), &m, ebpf.LookupLock)
-	return m, err
-}
+func (a *AgentClient) ProxiedCounters() (bpf.InstanceMetrics, error) { return a.counters("proxied") }
 
 // Unsplice asks the agent to take a pair apart (their sockets still open).
 func (a *AgentClient) Unsplice(client, upstream *net.TCPConn) error {
@@ -207,6 +210,5 @@ func (a *AgentClient) Close() error {
 	if raw, err := a.conn.SyscallConn(); err == nil {
 		raw.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
 	}
-	a.metrics.Close()
 	return a.conn.Close()
 }

@@ -156,8 +156,15 @@ func (in *Instance) handshake(prev uint32) error {
 		}
 	} else {
 		if in.metrics, err = ebpf.NewMapFromFD(fds[1]); err != nil {
+			// A process that may not call bpf(2) — a container under the
+			// runtime's default seccomp profile, as Knative runs EPROXY and
+			// its shim, or any non-root process where
+			// kernel.unprivileged_bpf_disabled is set — still serves the
+			// chain; it picks among next instances round-robin instead of
+			// by residual capacity.
 			unix.Close(fds[1])
-			return fmt.Errorf("metrics map: %w", err)
+			in.metrics = nil
+			in.log.Warn("EPROXY metrics map not readable here (bpf(2) refused): next-hop choice is round-robin, not by residual capacity", zap.Error(err))
 		}
 		sock, err := transport.NewSocket()
 		if err != nil {

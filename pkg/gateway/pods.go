@@ -59,9 +59,10 @@ type pod struct {
 }
 
 // servePod registers an EPROXY sidecar (a pod of a Knative revision): it
-// gets an instance ID and a metrics entry, the read-only metrics map, and
-// then asks for its connections to be spliced. When its control connection
-// ends, the pod is gone.
+// gets an instance ID and a metrics entry, then asks for its connections to
+// be spliced or counted, and for its counters (which the agent reads for it:
+// the sidecar may not call bpf(2)). When its control connection ends, the
+// pod is gone.
 func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 	defer conn.Close()
 	if m.Namespace == "" || m.Revision == "" || m.PodName == "" {
@@ -98,7 +99,7 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 	if cm, ok := g.revisionChain(p.key); ok {
 		welcome.Chain, welcome.Function = cm.Chain, cm.Function
 	}
-	if err := conn.Send(welcome, g.roMetrics.FD()); err != nil {
+	if err := conn.Send(welcome); err != nil {
 		return
 	}
 	log := g.log.With(zap.String("namespace", m.Namespace), zap.String("revision", m.Revision), zap.String("pod", m.PodName), zap.Uint32("instance", p.id))
@@ -112,6 +113,21 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		if err != nil {
 			closeFDs(fds)
 			break
+		}
+		if req.Type == control.TypeCounters {
+			closeFDs(fds)
+			id := p.id
+			if req.Side == "proxied" {
+				id = control.ProxiedInstance(p.id)
+			}
+			c, err := g.dp.Metrics(id)
+			if err != nil {
+				conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+				continue
+			}
+			conn.Send(control.Message{Type: control.TypeCounters, Counters: &control.Counters{RequestsIn: c.RequestsIn,
+				ResponsesOut: c.ResponsesOut, Inflight: c.Inflight, Sent: c.Sent, LastNs: c.LastNs, BusyNs: c.BusyNs}})
+			continue
 		}
 		if req.Type == control.TypeCount && len(fds) == 1 && (req.Side == "client" || req.Side == "upstream" || req.Side == "arrival") {
 			if req.Side == "arrival" {

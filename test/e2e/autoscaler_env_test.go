@@ -61,15 +61,19 @@ func eproxyBinary(t *testing.T) string {
 // startPodAgent runs the node agent (a gateway with no chains) with its own
 // control socket and pin directory. reporter, if set, makes it push the
 // Stats of registered pods (EnableStatPush).
-func startPodAgent(t *testing.T, name string, reporter *eproxy.Reporter) *gateway.Gateway {
+func startPodAgent(t *testing.T, name string, reporter *eproxy.Reporter, adjust ...func(*gateway.Config)) *gateway.Gateway {
 	t.Helper()
 	needRoot(t)
 	sock := filepath.Join(t.TempDir(), "control.sock")
-	g, err := gateway.New(gateway.Config{
+	cfg := gateway.Config{
 		ControlSocket: sock,
 		PinDir:        fmt.Sprintf("/sys/fs/bpf/spright-e2e-%d-%s", os.Getpid(), name),
 		Logger:        zaptest.NewLogger(t),
-	})
+	}
+	for _, f := range adjust {
+		f(&cfg)
+	}
+	g, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +235,7 @@ func eproxyEnv(t *testing.T, ip, controlSocket string, user *userContainer) map[
 
 // startEproxy runs the eproxy binary with env and waits until its traffic
 // and stat ports accept connections. It is stopped with SIGTERM at cleanup.
-func startEproxy(t *testing.T, env map[string]string) *eproxyProc {
+func startEproxy(t *testing.T, env map[string]string, adjust ...func(*exec.Cmd)) *eproxyProc {
 	t.Helper()
 	ip := env["SPRIGHT_BIND_ADDRESS"]
 	p := &eproxyProc{
@@ -250,6 +254,9 @@ func startEproxy(t *testing.T, env map[string]string) *eproxyProc {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
 	cmd.Stdout, cmd.Stderr = p.log, p.log
+	for _, f := range adjust {
+		f(cmd)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

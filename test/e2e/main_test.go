@@ -15,6 +15,9 @@ import (
 var spright string
 
 func TestMain(m *testing.M) {
+	if os.Getenv(asQueueProxyEnv) != "" {
+		asQueueProxy() // a re-exec of this binary; does not return
+	}
 	dir, err := os.MkdirTemp("", "spright-e2e")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
