@@ -49,6 +49,7 @@ func (s *agentState) register() bool {
 	s.agent = a
 	s.window = eproxy.NewWindow(s.cfg.ServingPod, s.start, a.OwnCounters, nil)
 	s.window.Proxied = a.ProxiedCounters
+	s.window.Probes = s.srv.Probes
 	s.mu.Unlock()
 	s.srv.SetSplicer(a)
 	s.log.Info("registered with the node agent", zap.Uint32("instance", a.Instance), zap.String("chain", a.Chain), zap.String("function", a.Function))

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spright-dev/spright/bpf"
@@ -68,6 +69,9 @@ type Server struct {
 	FlushTimeout time.Duration
 
 	breaker *queue.Breaker // containerConcurrency > 0
+	// Probes answered on arrival-counted connections (breaker set): the
+	// kernel counted them as requests; Window.Probes takes them off.
+	probes, probeBusyNs atomic.Uint64
 	hangups *bpf.HangupWatcher
 	mu      sync.Mutex
 	active  map[*splicedConn]struct{}
@@ -140,7 +144,20 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 		Inner:                 inner,
 		HealthCheck:           health.ProbeHandler(prober, false),
 	}
-	s.http = &http.Server{Handler: s.drainer, ReadHeaderTimeout: 30 * time.Second,
+	var handler http.Handler = s.drainer
+	if s.breaker != nil {
+		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !isProbe(r) {
+				s.drainer.ServeHTTP(w, r)
+				return
+			}
+			start := time.Now()
+			s.drainer.ServeHTTP(w, r)
+			s.probeBusyNs.Add(uint64(time.Since(start)))
+			s.probes.Add(1)
+		})
+	}
+	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, connKey{}, &countedConn{Conn: c})
 		}}
@@ -175,6 +192,11 @@ func (s *Server) countConn(c net.Conn, side string) {
 		s.Log.Debug("cannot count a userspace connection in eBPF", zap.Error(err))
 	}
 }
+
+// Probes reports the Knative probes answered on connections the kernel
+// counts from their first byte, and the time spent answering them (see
+// Window.Probes).
+func (s *Server) Probes() (count, busyNs uint64) { return s.probes.Load(), s.probeBusyNs.Load() }
 
 // Splicer is the agent connections are spliced with now (nil: none).
 func (s *Server) Splicer() Splicer {

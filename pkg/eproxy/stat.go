@@ -32,6 +32,8 @@ type snapshot struct {
 	// The part that came through the activator (Knative subtracts it: the
 	// activator reported those requests already).
 	proxiedRequests, proxiedBusy uint64
+	// Knative's probes the kernel counted as requests (see Window.Probes).
+	probes, probeBusy uint64
 }
 
 // Window turns an instance's cumulative eBPF counters into Knative Stats.
@@ -49,6 +51,16 @@ type Window struct {
 	// activator (a separate eBPF entry); they are part of the Stat's totals
 	// and its Proxied fields.
 	Proxied Counters
+	// Probes, if set, says how many of the requests the kernel counted
+	// were Knative's probes, and how long EPROXY took to answer them. On a
+	// connection counted from its first byte (containerConcurrency > 0)
+	// the kernel cannot tell kubelet's readiness probe from traffic; left
+	// in, one probe every few seconds is a concurrency just above zero,
+	// which Knative rounds up to one pod: the revision never scales to
+	// zero (seen on the real cluster). A window whose requests were all
+	// probes reports none; otherwise probes are taken off the count and
+	// their answering time off the concurrency.
+	Probes func() (count, busyNs uint64)
 
 	mu         sync.Mutex
 	prev, last snapshot
@@ -78,6 +90,9 @@ func (w *Window) Stat() (metrics.Stat, error) {
 			return metrics.Stat{}, fmt.Errorf("eproxy: read counters: %w", err)
 		}
 		s := snapshot{at: now, requests: m.RequestsIn, busy: m.BusyNsAt(now)}
+		if w.Probes != nil {
+			s.probes, s.probeBusy = w.Probes()
+		}
 		if w.Proxied != nil {
 			if pm, err := w.Proxied(); err == nil {
 				s.proxiedRequests, s.proxiedBusy = pm.RequestsIn, pm.BusyNsAt(now)
@@ -86,7 +101,8 @@ func (w *Window) Stat() (metrics.Stat, error) {
 			}
 		}
 		if w.last.at == 0 || s.requests < w.last.requests || s.busy < w.last.busy ||
-			s.proxiedRequests < w.last.proxiedRequests || s.proxiedBusy < w.last.proxiedBusy {
+			s.proxiedRequests < w.last.proxiedRequests || s.proxiedBusy < w.last.proxiedBusy ||
+			s.probes < w.last.probes || s.probeBusy < w.last.probeBusy {
 			// First look, or counters that went backwards (the agent
 			// restarted and the entry was recreated): a zero-length
 			// window starting now. History from before is not this
@@ -102,8 +118,17 @@ func (w *Window) Stat() (metrics.Stat, error) {
 	if dt == 0 {
 		return st, nil
 	}
-	st.AverageConcurrentRequests = float64(w.last.busy-w.prev.busy) / float64(dt)
-	st.RequestCount = float64(w.last.requests-w.prev.requests) / (float64(dt) / float64(time.Second))
+	requests, busy := w.last.requests-w.prev.requests, w.last.busy-w.prev.busy
+	if probes := w.last.probes - w.prev.probes; probes >= requests {
+		// Only probes arrived (or a probe counted in an earlier window
+		// was answered in this one): nothing for the autoscaler.
+		requests, busy = 0, 0
+	} else {
+		requests -= probes
+		busy -= min(busy, w.last.probeBusy-w.prev.probeBusy)
+	}
+	st.AverageConcurrentRequests = float64(busy) / float64(dt)
+	st.RequestCount = float64(requests) / (float64(dt) / float64(time.Second))
 	st.AverageProxiedConcurrentRequests = float64(w.last.proxiedBusy-w.prev.proxiedBusy) / float64(dt)
 	st.ProxiedRequestCount = float64(w.last.proxiedRequests-w.prev.proxiedRequests) / (float64(dt) / float64(time.Second))
 	return st, nil

@@ -46,6 +46,22 @@ func bugPod(t *testing.T, name, ip string, adjust ...func(map[string]string)) (*
 	return g, ep, user
 }
 
+// scrape reads the Stat the autoscaler would get from the stat port.
+func (p *eproxyProc) scrape(t *testing.T) asmetrics.Stat {
+	t.Helper()
+	resp, err := http.Get("http://" + p.stat + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var st asmetrics.Stat
+	if resp.StatusCode != http.StatusOK || st.Unmarshal(b) != nil {
+		t.Fatalf("stat endpoint: %d %q", resp.StatusCode, b)
+	}
+	return st
+}
+
 func (p *eproxyProc) requestsTotal(t *testing.T) float64 {
 	t.Helper()
 	return p.promCounters(t)["eproxy_requests_total"]
@@ -168,19 +184,7 @@ func TestEproxyCountsRequestsOnUserspaceConnections(t *testing.T) {
 // proxied entry. Behind the breaker (CC > 0) requests are not yet separated.
 func TestEproxyCountsActivatorRequestsAsProxied(t *testing.T) {
 	_, ep, _ := bugPod(t, "bug-proxied", "127.0.0.47", func(env map[string]string) { env["CONTAINER_CONCURRENCY"] = "0" })
-	stat := func() asmetrics.Stat {
-		resp, err := http.Get("http://" + ep.stat + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		var st asmetrics.Stat
-		if resp.StatusCode != http.StatusOK || st.Unmarshal(b) != nil {
-			t.Fatalf("stat endpoint: %d %q", resp.StatusCode, b)
-		}
-		return st
-	}
+	stat := func() asmetrics.Stat { return ep.scrape(t) }
 	stat() // first look
 	start := time.Now()
 	tr := &http.Transport{MaxConnsPerHost: 1}
@@ -338,4 +342,56 @@ func TestEproxyWaitForDrainWithoutSIGTERMRecovers(t *testing.T) {
 	resp.Body.Close()
 	// No SIGTERM follows (a liveness restart of the user container): ready again.
 	eventually(t, 5*time.Second, "ready again after /wait-for-drain without SIGTERM", func() (bool, error) { return activatorProbe(ep) })
+}
+
+// Was a bug, found on the real one-node cluster: a revision with
+// containerConcurrency > 0 never scaled to zero. Behind the breaker every
+// connection is counted from its first byte, kubelet's readiness probes
+// included (a new connection each, every few seconds); the autoscaler saw
+// a concurrency just above zero and Knative rounds that up to one pod.
+// Fixed: EPROXY takes the probes it answered off the Stat (Window.Probes).
+func TestEproxyBreakerDoesNotCountKubeletProbes(t *testing.T) {
+	_, ep, _ := bugPod(t, "bug-probes", "127.0.0.50") // CONTAINER_CONCURRENCY=10
+	probe := func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+ep.traffic+"/", nil)
+		req.Header.Set(netheader.ProbeKey, "queue") // what Knative's readiness probe on queue-proxy sends
+		req.Header.Set("User-Agent", "kube-probe/1.36")
+		req.Close = true // kubelet: a new connection per probe
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("probe: %s", resp.Status)
+		}
+	}
+	ep.scrape(t) // first look
+	before := ep.requestsTotal(t)
+	for i := 0; i < 4; i++ {
+		for j := 0; j < 10; j++ {
+			probe()
+			time.Sleep(100 * time.Millisecond)
+		}
+		if st := ep.scrape(t); st.RequestCount != 0 || st.AverageConcurrentRequests != 0 {
+			t.Errorf("second %d with only probes: Stat %+v, want no requests and no concurrency", i, st)
+		}
+	}
+	t.Logf("the kernel counted %v probe requests on the arrival-counted connections", ep.requestsTotal(t)-before)
+	// Traffic next to probes is still counted.
+	start := time.Now()
+	for i := 0; i < 5; i++ {
+		probe()
+		resp, err := http.Post("http://"+ep.traffic+"/", "text/plain", strings.NewReader("x"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	time.Sleep(time.Until(start.Add(1100 * time.Millisecond)))
+	if st := ep.scrape(t); st.RequestCount < 4 || st.RequestCount > 6 {
+		t.Errorf("5 requests and 5 probes in a second: Stat %+v, want RequestCount about 5", st)
+	}
 }
