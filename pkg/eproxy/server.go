@@ -69,12 +69,13 @@ type Server struct {
 	FlushTimeout time.Duration
 
 	breaker *queue.Breaker // containerConcurrency > 0
-	// Probes answered on arrival-counted connections (breaker set): the
-	// kernel counted them as requests; Window.Probes takes them off.
-	probes, probeBusyNs atomic.Uint64
 	hangups *bpf.HangupWatcher
 	mu      sync.Mutex
 	active  map[*splicedConn]struct{}
+
+	// Probes answered on arrival-counted connections (breaker set): the
+	// kernel counted them as requests; Window.Probes takes them off.
+	probes, probeBusyNs atomic.Uint64
 }
 
 // NewServer builds the traffic server. prober answers Knative's readiness
