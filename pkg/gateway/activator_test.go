@@ -173,3 +173,48 @@ func TestActivatorPokesTheAutoscaler(t *testing.T) {
 		t.Errorf("no instance ever joined, yet %d %q", r.code, r.body)
 	}
 }
+
+// TestPodRegisteredBeforeItsChain: on the real cluster a chain member's
+// EPROXY registers before this gateway has loaded the Chain (the controller
+// publishes it after the Services exist), so its welcome names no chain and
+// it never joined: every chain request was held, then 503. Now the gateway
+// asks such a pod to register again when the revision becomes a member, and
+// the new welcome names the chain.
+func TestPodRegisteredBeforeItsChain(t *testing.T) {
+	e := startHolding(t, 2*time.Second, 10)
+	id := eproxy.PodIdentity{Namespace: "shop", Revision: "upper-00001", Pod: "upper-00001-deployment-abc"}
+	a, err := eproxy.RegisterPod(e.g.ControlSocketPath(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if a.Chain != "" {
+		t.Fatalf("welcome before the chain is known names chain %q", a.Chain)
+	}
+	closed := make(chan struct{})
+	go func() { a.WaitClosed(); close(closed) }()
+	rev := types.NamespacedName{Namespace: id.Namespace, Name: id.Revision}
+	e.g.SetRevisionChain(rev, gateway.ChainMember{Chain: "hello", Function: "upper"})
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the pod's registration was kept: it would never join the chain")
+	}
+	b, err := eproxy.RegisterPod(e.g.ControlSocketPath(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if b.Chain != "hello" || b.Function != "upper" {
+		t.Errorf("welcome after the chain is known: chain %q function %q, want hello/upper", b.Chain, b.Function)
+	}
+	// The same membership again (a resync) leaves the pod alone.
+	again := make(chan struct{})
+	go func() { b.WaitClosed(); close(again) }()
+	e.g.SetRevisionChain(rev, gateway.ChainMember{Chain: "hello", Function: "upper"})
+	select {
+	case <-again:
+		t.Error("a resync with the same membership made the pod register again")
+	case <-time.After(500 * time.Millisecond):
+	}
+}

@@ -70,8 +70,11 @@ type Gateway struct {
 	nextInst  atomic.Uint32
 
 	revChains map[types.NamespacedName]ChainMember
-	reporter  *eproxy.Reporter
-	pushRevs  map[types.NamespacedName]bool
+	// revPods are the registered EPROXY sidecars by revision, with the
+	// chain membership their welcome carried.
+	revPods  map[types.NamespacedName]map[*pod]ChainMember
+	reporter *eproxy.Reporter
+	pushRevs map[types.NamespacedName]bool
 
 	verifyRefused atomic.Uint64
 

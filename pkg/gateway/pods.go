@@ -22,13 +22,31 @@ type ChainMember struct {
 // chain: their EPROXY is told so at registration and joins the chain with
 // its function shim. (The controller sets this from the revision's
 // spright.dev annotations.)
+//
+// Pods of the revision that registered before (their welcome named no chain,
+// or another one) are asked to register again: their control connection is
+// closed, EPROXY registers at once and its new welcome names the chain. On
+// a real cluster a member's pods are usually up before the controller has
+// published the Chain and this gateway has loaded it.
 func (g *Gateway) SetRevisionChain(rev types.NamespacedName, m ChainMember) {
 	g.mu.Lock()
-	defer g.mu.Unlock()
 	if g.revChains == nil {
 		g.revChains = map[types.NamespacedName]ChainMember{}
 	}
 	g.revChains[rev] = m
+	var stale []*pod
+	for p, welcomed := range g.revPods[rev] {
+		if welcomed != m {
+			stale = append(stale, p)
+		}
+	}
+	g.mu.Unlock()
+	for _, p := range stale {
+		g.log.Info("revision is now a chain member: its pod registers again to join",
+			zap.String("namespace", rev.Namespace), zap.String("revision", rev.Name), zap.String("pod", p.pod),
+			zap.String("chain", m.Chain), zap.String("function", m.Function))
+		p.conn.Close()
+	}
 }
 
 // UnsetRevisionChain forgets a revision's chain membership (its pods that
@@ -53,9 +71,10 @@ func (g *Gateway) revisionChain(rev types.NamespacedName) (ChainMember, bool) {
 
 // pod is a registered EPROXY sidecar.
 type pod struct {
-	id  uint32
-	key types.NamespacedName // namespace / revision
-	pod string
+	id   uint32
+	key  types.NamespacedName // namespace / revision
+	pod  string
+	conn *control.Conn
 }
 
 // servePod registers an EPROXY sidecar (a pod of a Knative revision): it
@@ -80,7 +99,7 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
 		return
 	}
-	p := &pod{id: g.nextInst.Add(1), key: types.NamespacedName{Namespace: m.Namespace, Name: m.Revision}, pod: m.PodName}
+	p := &pod{id: g.nextInst.Add(1), key: types.NamespacedName{Namespace: m.Namespace, Name: m.Revision}, pod: m.PodName, conn: conn}
 	if err := g.dp.AddInstanceMetrics(control.ProxiedInstance(p.id)); err != nil {
 		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
 		return
@@ -96,9 +115,28 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		g.dp.PruneSplices()
 	}()
 	welcome := control.Message{Type: control.TypeWelcome, Instance: p.id}
-	if cm, ok := g.revisionChain(p.key); ok {
-		welcome.Chain, welcome.Function = cm.Chain, cm.Function
+	// The membership sent and the pod's entry in revPods are taken under one
+	// lock, so a SetRevisionChain either precedes this welcome (which then
+	// carries it) or finds the pod and asks it to register again.
+	g.mu.Lock()
+	cm := g.revChains[p.key]
+	welcome.Chain, welcome.Function = cm.Chain, cm.Function
+	if g.revPods == nil {
+		g.revPods = map[types.NamespacedName]map[*pod]ChainMember{}
 	}
+	if g.revPods[p.key] == nil {
+		g.revPods[p.key] = map[*pod]ChainMember{}
+	}
+	g.revPods[p.key][p] = cm
+	g.mu.Unlock()
+	defer func() {
+		g.mu.Lock()
+		delete(g.revPods[p.key], p)
+		if len(g.revPods[p.key]) == 0 {
+			delete(g.revPods, p.key)
+		}
+		g.mu.Unlock()
+	}()
 	if err := conn.Send(welcome); err != nil {
 		return
 	}
