@@ -63,6 +63,14 @@ KUBE_BIN="$("$root/hack/build-kube-apiserver.sh" --print-dir)"
 KO_DIR="$("$root/hack/ko-resolve.sh" --print-dir)"
 KO="$KO_DIR/ko"
 kubectl() { "$KUBE_BIN/kubectl" --kubeconfig "$CLUSTER_KUBECONFIG" "$@"; }
+# What a shell needs to use the cluster (and ko to build for it).
+print_env() {
+	cat <<EOF
+export KUBECONFIG=$CLUSTER_KUBECONFIG
+export KO_DOCKER_REPO=$CLUSTER_REGISTRY/spright KO_DEFAULTBASEIMAGE=$CLUSTER_REGISTRY/spright/base:static
+export PATH=$KUBE_BIN:$KO_DIR:\$PATH
+EOF
+}
 
 # --- an earlier cluster ---------------------------------------------------------
 if [[ -d "$CLUSTER_RUN/pids" ]]; then
@@ -70,7 +78,7 @@ if [[ -d "$CLUSTER_RUN/pids" ]]; then
 	for c in "${CLUSTER_COMPONENTS[@]}"; do cluster_pid "$c" >/dev/null || alive=0; done
 	if [[ $alive -eq 1 ]] && kubectl get --raw /readyz >/dev/null 2>&1; then
 		cluster_log "already up (hack/cluster-down.sh first for a new one)"
-		echo "export KUBECONFIG=$CLUSTER_KUBECONFIG"
+		print_env
 		exit 0
 	fi
 	cluster_log "a previous cluster is half up: taking it down first"
@@ -402,8 +410,4 @@ fi
 
 trap - EXIT
 cluster_log "up in $(($(date +%s) - t0))s"
-cat <<EOF
-export KUBECONFIG=$CLUSTER_KUBECONFIG
-export KO_DOCKER_REPO=$CLUSTER_REGISTRY/spright KO_DEFAULTBASEIMAGE=$KO_DEFAULTBASEIMAGE
-export PATH=$KUBE_BIN:$KO_DIR:\$PATH
-EOF
+print_env
