@@ -94,5 +94,14 @@ cluster-down:
 e2e-cluster: hugepages
 	SPRIGHT_CLUSTER_REQUIRED=1 $(GO) test -count=1 -v -timeout 60m ./test/cluster
 
+# Knative's KIngress conformance suite (knative.dev/networking
+# test/conformance/ingress, the pinned version) against the SPRIGHT ingress
+# on the running cluster (make cluster-up): builds the suite's test images
+# with ko into the cluster's registry, runs it, writes
+# test/conformance/RESULTS.md. Needs ko and kubectl on PATH.
+.PHONY: conformance-ingress
+conformance-ingress:
+	test/conformance/run.sh
+
 clean:
 	rm -rf $(BIN)
