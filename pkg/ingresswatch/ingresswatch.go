@@ -37,6 +37,7 @@ type Watcher struct {
 
 	ingInformer cache.SharedIndexInformer
 	svcInformer cache.SharedIndexInformer
+	epInformer  cache.SharedIndexInformer
 	start       []func(<-chan struct{})
 
 	mu        sync.Mutex
@@ -56,15 +57,19 @@ func New(net netclientset.Interface, kube kubernetes.Interface, opts Options, lo
 	kf := kubeinformers.NewSharedInformerFactory(kube, opts.Resync)
 	ingInf := nf.Networking().V1alpha1().Ingresses()
 	svcInf := kf.Core().V1().Services()
+	epInf := kf.Discovery().V1().EndpointSlices().Informer()
+	// Before the factory starts it, so no error is possible.
+	_ = epInf.AddIndexers(gwingress.EndpointSliceIndexers())
 	w := &Watcher{
 		log: log,
 		proxy: gwingress.New(gwingress.Options{
-			Resolver: &gwingress.ServiceResolver{Services: svcInf.Lister()},
+			Resolver: &gwingress.ServiceResolver{Services: svcInf.Lister(), EndpointSlices: epInf.GetIndexer()},
 			Chains:   opts.Chains,
 			Logger:   log,
 		}),
 		ingInformer: ingInf.Informer(),
 		svcInformer: svcInf.Informer(),
+		epInformer:  epInf,
 		start:       []func(<-chan struct{}){nf.Start, kf.Start},
 		ings:        map[types.NamespacedName]*ingressconfig.Ingress{},
 		refused:     map[types.NamespacedName]string{},
@@ -168,11 +173,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		s(ctx.Done())
 	}
 	defer w.proxy.Close()
-	if !cache.WaitForCacheSync(ctx.Done(), w.ingInformer.HasSynced, w.svcInformer.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), w.ingInformer.HasSynced, w.svcInformer.HasSynced, w.epInformer.HasSynced) {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return errors.New("KIngress and Service caches did not sync")
+		return errors.New("KIngress, Service and EndpointSlice caches did not sync")
 	}
 	w.mu.Lock()
 	w.synced.Store(true)

@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	kubefake "k8s.io/client-go/kubernetes/fake"
@@ -256,3 +257,59 @@ func TestKnativeProberAgainstGateway(t *testing.T) {
 		t.Errorf("serving %q", b)
 	}
 }
+
+// TestEndpointsNotClusterIP: a split goes to its Service's ready endpoints
+// (EndpointSlices), not through the ClusterIP. On a cluster kube-proxy
+// programs a new Service's ClusterIP a moment after its endpoints are
+// published; Knative's conformance test "update" sends a request the
+// moment the KIngress is Ready on a Service made just before, and got
+// "connection refused" from the ClusterIP. Here the ClusterIP refuses
+// connections; the endpoint serves.
+func TestEndpointsNotClusterIP(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "pod")
+	}))
+	t.Cleanup(srv.Close)
+	podPort := int32(srv.Listener.Addr().(*net.TCPAddr).Port)
+	// A ClusterIP and port where nothing listens.
+	ln, err := net.Listen("tcp", "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcPort := int32(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	svc := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "fresh"},
+		Spec: corev1.ServiceSpec{ClusterIP: "127.0.0.2", Ports: []corev1.ServicePort{{
+			Name: "http", Port: svcPort, TargetPort: intstr.FromInt32(podPort)}}},
+	}
+	ready, notReady := true, false
+	slice := func(name string, ready *bool) *discoveryv1.EndpointSlice {
+		return &discoveryv1.EndpointSlice{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
+				Labels: map[string]string{discoveryv1.LabelServiceName: "fresh"}},
+			AddressType: discoveryv1.AddressTypeIPv4,
+			Endpoints: []discoveryv1.Endpoint{{Addresses: []string{"127.0.0.1"},
+				Conditions: discoveryv1.EndpointConditions{Ready: ready}}},
+			Ports: []discoveryv1.EndpointPort{{Name: ptr("http"), Port: ptr(podPort)}},
+		}
+	}
+	// Another Service's slice in the namespace, and a not-ready endpoint
+	// of this one, are not chosen.
+	other := slice("other-abcde", &ready)
+	other.Labels[discoveryv1.LabelServiceName] = "other"
+	other.Endpoints[0].Addresses = []string{"127.0.0.3"}
+	starting := slice("fresh-starting", &notReady)
+	starting.Endpoints[0].Addresses = []string{"127.0.0.4"}
+	nc := netfake.NewSimpleClientset(kingress("fresh", ingressconfig.Class, "fresh.default.example.com", svc))
+	kube := kubefake.NewSimpleClientset(svc, slice("fresh-abcde", &ready), other, starting)
+	g := start(t, nc, kube)
+	eventually(t, "the caches synced", g.w.Synced)
+	for i := 0; i < 20; i++ {
+		if code, body := g.get(t, "fresh.default.example.com"); code != 200 || body != "pod" {
+			t.Fatalf("request %d: %d %q, want 200 from the endpoint", i, code, body)
+		}
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
