@@ -149,6 +149,9 @@ if [[ -f "$CLUSTER_RUN/saved/created" ]]; then
 		rm -rf "$p"
 	done <"$CLUSTER_RUN/saved/created"
 fi
+if [[ -f "$CLUSTER_RUN/saved/mounted-hugetlbfs" ]] && mountpoint -q /dev/hugepages; then
+	umount /dev/hugepages 2>/dev/null || cluster_log "warning: /dev/hugepages still in use"
+fi
 if [[ -f "$CLUSTER_RUN/saved/mounted-bpffs" ]] && mountpoint -q /sys/fs/bpf; then
 	umount /sys/fs/bpf 2>/dev/null || cluster_log "warning: /sys/fs/bpf still in use"
 fi

@@ -63,7 +63,7 @@ CLUSTER_SYSCTLS=(
 # Fixed host paths kubelet (or the gateway DaemonSet's hostPath) creates
 # whatever its configuration says; cluster-down removes those that did not
 # exist before cluster-up.
-CLUSTER_FIXED_PATHS=(/var/log/containers /var/log/pods /var/lib/kubelet /run/spright /sys/fs/bpf/spright)
+CLUSTER_FIXED_PATHS=(/var/log/containers /var/log/pods /var/lib/kubelet /run/spright /sys/fs/bpf/spright /dev/hugepages/spright)
 
 # Host processes, in start order; cluster-down stops them in reverse.
 CLUSTER_COMPONENTS=(registry etcd containerd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet)

@@ -97,6 +97,13 @@ done >"$CLUSTER_RUN/saved/sysctl"
 nft list ruleset >"$CLUSTER_RUN/saved/ruleset.nft"
 : >"$CLUSTER_RUN/saved/created"
 for p in "${CLUSTER_FIXED_PATHS[@]}"; do [[ -e "$p" ]] || echo "$p" >>"$CLUSTER_RUN/saved/created"; done
+# hugetlbfs where systemd mounts it on most distributions: the gateway keeps
+# its chain pools there across restarts (500-gateway.yaml).
+if ! awk '$3 == "hugetlbfs" && $2 == "/dev/hugepages" {found=1} END {exit !found}' /proc/self/mounts; then
+	mkdir -p /dev/hugepages
+	mount -t hugetlbfs -o mode=0755 hugetlbfs /dev/hugepages
+	echo /dev/hugepages >"$CLUSTER_RUN/saved/mounted-hugetlbfs"
+fi
 if ! mountpoint -q /sys/fs/bpf; then
 	mount -t bpf bpffs /sys/fs/bpf
 	echo /sys/fs/bpf >"$CLUSTER_RUN/saved/mounted-bpffs"

@@ -1,0 +1,335 @@
+package cluster
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSprightOnKnative is what a user does, on a real one-node Kubernetes
+// with Knative Serving 1.15 (hack/cluster-up.sh): install SPRIGHT as
+// docs/knative.md says, create services with the real kn, and watch
+// Knative's own controllers, autoscaler and activator work with SPRIGHT's
+// gateway (the ingress and the chains' entry), EPROXY (every revision's
+// queue sidecar) and the pod webhook. The subtests run in order: each uses
+// what the previous ones set up, and the last uninstalls.
+func TestSprightOnKnative(t *testing.T) {
+	e := setup(t)
+	// Leftovers of an interrupted run.
+	e.run(2*time.Minute, e.kn, "service", "delete", "plain", "upper", "reverse", "scale", "--wait")
+
+	var httpfn string
+	if !t.Run("install", func(t *testing.T) {
+		// docs/knative.md "Install" and "SPRIGHT as the ingress".
+		e.must(t, 15*time.Minute, e.ko, "apply", "-f", "config/")
+		e.kubectlT(t, "rollout", "status", "-n", "spright-system", "deployment/spright-controller", "--timeout=180s")
+		e.kubectlT(t, "rollout", "status", "-n", "spright-system", "deployment/spright-webhook", "--timeout=180s")
+		e.kubectlT(t, "rollout", "status", "-n", "spright-system", "daemonset/spright-gateway", "--timeout=180s")
+		e.kubectlT(t, "patch", "configmap/config-network", "-n", "knative-serving", "--type", "merge",
+			"-p", `{"data":{"ingress-class":"spright.ingress.networking.knative.dev"}}`)
+		e.kubectlT(t, "patch", "configmap/config-spright", "-n", "spright-system", "--type", "merge",
+			"-p", `{"data":{"ingress-class":"spright.ingress.networking.knative.dev","domain":"example.com"}}`)
+		// The queue-sidecar-image swap, keeping the stock image for the
+		// uninstall.
+		stockQueue = strings.TrimSpace(e.kubectlT(t, "get", "configmap/config-deployment", "-n", "knative-serving",
+			"-o", "jsonpath={.data.queue-sidecar-image}"))
+		if stockQueue == "" || strings.Contains(stockQueue, "eproxy") {
+			// An earlier run on this cluster swapped it already: take the
+			// stock image from what hack/knative-install.sh applied.
+			t.Logf("queue-sidecar-image is %q before the swap (an earlier run's)", stockQueue)
+			b, err := os.ReadFile("/var/lib/spright-cluster/knative-serving-core.yaml")
+			if m := regexp.MustCompile(`queue-sidecar-image: "?([^"\s]+)`).FindSubmatch(b); err == nil && m != nil {
+				stockQueue = string(m[1])
+			}
+		}
+		eproxy := e.koBuild(t, "./cmd/eproxy")
+		e.kubectlT(t, "patch", "configmap/config-deployment", "-n", "knative-serving", "--type", "merge",
+			"-p", fmt.Sprintf(`{"data":{"queue-sidecar-image":%q}}`, eproxy))
+		httpfn = e.koBuild(t, "./test/fixtures/httpfn")
+	}) {
+		t.FailNow() // everything after needs SPRIGHT installed
+	}
+
+	t.Run("plain service through the SPRIGHT ingress", func(t *testing.T) {
+		e.knT(t, "service", "create", "plain", "--image", httpfn, "--arg=--behavior=upper")
+		code, body, err := e.curl("plain.default.example.com", "abc")
+		if err != nil || code != 200 || body != "ABC" {
+			t.Fatalf("curl plain: %d %q %v", code, body, err)
+		}
+		// Kubelet's readiness probe went through EPROXY (the pod is Ready),
+		// and the pod webhook gave EPROXY the node's control socket.
+		pod := e.kubectlT(t, "get", "pods", "-l", "serving.knative.dev/service=plain", "-o", "json")
+		var pods struct {
+			Items []struct {
+				Spec struct {
+					Containers []struct {
+						Name, Image  string
+						VolumeMounts []struct{ Name, MountPath string }
+					}
+				}
+				Status struct {
+					Conditions []struct{ Type, Status string }
+				}
+			}
+		}
+		if err := json.Unmarshal([]byte(pod), &pods); err != nil || len(pods.Items) == 0 {
+			t.Fatalf("pods of plain: %v\n%s", err, pod)
+		}
+		found := false
+		for _, c := range pods.Items[0].Spec.Containers {
+			if c.Name != "queue-proxy" {
+				continue
+			}
+			if !strings.Contains(c.Image, "eproxy") {
+				t.Errorf("queue-proxy image %s, want EPROXY", c.Image)
+			}
+			for _, m := range c.VolumeMounts {
+				if m.Name == "spright-run" && m.MountPath == "/run/spright" {
+					found = true
+				}
+			}
+		}
+		if !found {
+			t.Errorf("the pod webhook did not mount /run/spright into queue-proxy")
+		}
+	})
+
+	chainOK := t.Run("chain", func(t *testing.T) {
+		e.knT(t, "service", "create", "upper", "--image", httpfn, "--arg=--behavior=upper",
+			"--annotation", "spright.dev/chain=hello", "--annotation", "spright.dev/entry=true",
+			"--annotation", "spright.dev/routes=*=reverse")
+		e.knT(t, "service", "create", "reverse", "--image", httpfn, "--arg=--behavior=reverse",
+			"--annotation", "spright.dev/chain=hello")
+		// Ready, after the controller's min-scale default made a second
+		// revision of each member (the Service is not Ready while it rolls out).
+		var ready map[string]bool
+		waitFor(t, 2*time.Minute, "upper and reverse Ready in kn service list", func() (bool, error) {
+			ready = e.knReady(t)
+			return ready["upper"] && ready["reverse"], fmt.Errorf("%v", ready)
+		})
+		waitFor(t, 2*time.Minute, "chain hello Ready", func() (bool, error) {
+			out, err := e.run(time.Minute, e.kubectl, "get", "chain", "hello", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+			return strings.TrimSpace(out) == "True", err
+		})
+		t.Logf("kn service list:\n%s", e.knT(t, "service", "list"))
+		t.Logf("kubectl get chains,pods -o wide:\n%s", e.kubectlT(t, "get", "chains,pods", "-o", "wide"))
+
+		before := e.gatewayMetrics(t)
+		var code int
+		var body string
+		waitFor(t, 2*time.Minute, "the chain answering through the ingress", func() (bool, error) {
+			var err error
+			code, body, err = e.curl("hello.default.example.com", "abc")
+			return code == 200 && body == "CBA", err
+		})
+		const n = 20
+		for i := 0; i < n; i++ {
+			if code, body, err := e.curl("hello.default.example.com", "abc"); err != nil || code != 200 || body != "CBA" {
+				t.Fatalf("request %d: %d %q %v", i, code, body, err)
+			}
+		}
+		after := e.gatewayMetrics(t)
+		// The descriptors' hops, counted by the sk_msg program: gateway →
+		// upper → reverse → gateway, each instance sending once per request.
+		hops := map[string]float64{}
+		for k, v := range after {
+			if strings.HasPrefix(k, "spright_bpf_instance_sent_total") {
+				hops[k] = v - before[k]
+			}
+		}
+		t.Logf("sk_msg sends per instance over the last %d+ requests: %v", n, hops)
+		senders := 0
+		for _, d := range hops {
+			if d >= n {
+				senders++
+			}
+		}
+		if senders < 3 {
+			t.Errorf("want >= 3 instances (gateway, upper, reverse) each sending >= %d descriptors, got %v", n, hops)
+		}
+		key := `spright_gateway_requests_total{chain="default.hello",code="200"}`
+		if d := after[key] - before[key]; d < n {
+			t.Errorf("gateway counted %v chain requests, want >= %d", d, n)
+		}
+	})
+
+	t.Run("autoscaler scales a plain service on EPROXY's stats", func(t *testing.T) {
+		// containerConcurrency 10, I/O-bound requests of 200 ms, 30 clients:
+		// the autoscaler must want >= 3 pods. A 10 s window to keep the
+		// test short (the scale-to-zero grace period stays Knative's 30 s).
+		e.knT(t, "service", "create", "scale", "--image", httpfn, "--arg=--wait=200ms",
+			"--concurrency-limit", "10", "--annotation", "autoscaling.knative.dev/window=10s")
+		var s series
+		stop := make(chan struct{})
+		done := make(chan int)
+		go func() {
+			maxPods := 0
+			for {
+				select {
+				case <-stop:
+					done <- maxPods
+					return
+				case <-time.After(2 * time.Second):
+				}
+				out, _ := e.run(time.Minute, e.kubectl, "get", "podautoscaler", "scale-00001", "-o", "jsonpath={.status.desiredScale}/{.status.actualScale}")
+				pods := e.runningPods(t, "scale-00001")
+				if pods > maxPods {
+					maxPods = pods
+				}
+				s.add(fmt.Sprintf("desired/actual %s running %d", out, pods))
+			}
+		}()
+		r := e.wrk(t, "scale.default.example.com", 30, 60*time.Second)
+		close(stop)
+		maxPods := <-done
+		t.Logf("wrk c=30 60s: %d requests, %.0f rps, %d non-2xx, %d socket errors", r.requests, r.rps, r.non2xx, r.socketErrors)
+		t.Logf("PodAutoscaler scale-00001 under load:\n%s", s.String())
+		if maxPods < 3 {
+			t.Errorf("at most %d pods under c=30 with containerConcurrency 10, want >= 3", maxPods)
+		}
+		if r.non2xx > 0 {
+			t.Errorf("%d non-2xx responses under load", r.non2xx)
+		}
+		// Down, then to zero after the window and the grace period.
+		var down series
+		waitFor(t, 4*time.Minute, "scale to zero", func() (bool, error) {
+			out, err := e.run(time.Minute, e.kubectl, "get", "podautoscaler", "scale-00001", "-o", "jsonpath={.status.desiredScale}/{.status.actualScale}")
+			down.add(out)
+			return strings.TrimSpace(out) == "0/0" && e.runningPods(t, "scale-00001") == 0, err
+		})
+		t.Logf("after the load:\n%s", down.String())
+		// A request at zero: held by Knative's activator until a pod is up.
+		start := time.Now()
+		code, body, err := e.curl("scale.default.example.com", "wake")
+		if err != nil || code != 200 || body != "wake" {
+			t.Fatalf("request at zero: %d %q %v", code, body, err)
+		}
+		t.Logf("request at zero answered 200 after %v (scale from zero through the activator)", time.Since(start).Round(time.Millisecond))
+	})
+
+	t.Run("chain member from zero through the gateway", func(t *testing.T) {
+		if !chainOK {
+			t.Skip("the chain does not work")
+		}
+		// reverse may scale to zero (a min-scale the user set is kept).
+		e.knT(t, "service", "update", "reverse", "--scale-min", "0", "--annotation", "autoscaling.knative.dev/window=6s")
+		rev := strings.TrimSpace(e.kubectlT(t, "get", "ksvc", "reverse", "-o", "jsonpath={.status.latestReadyRevisionName}"))
+		waitFor(t, 3*time.Minute, "reverse at zero", func() (bool, error) {
+			out, err := e.run(time.Minute, e.kubectl, "get", "pods", "-l", "serving.knative.dev/service=reverse", "-o", "name")
+			return strings.TrimSpace(out) == "", err
+		})
+		before := e.gatewayMetrics(t)
+		start := time.Now()
+		code, body, err := e.curl("hello.default.example.com", "abc")
+		if err != nil || code != 200 || body != "CBA" {
+			t.Fatalf("chain with reverse at zero: %d %q %v", code, body, err)
+		}
+		t.Logf("chain request with %s at zero answered after %v", rev, time.Since(start).Round(time.Millisecond))
+		after := e.gatewayMetrics(t)
+		key := `spright_gateway_held_requests_total{chain="default.hello"}`
+		if after[key]-before[key] < 1 {
+			t.Errorf("the gateway did not hold the request (held %v → %v)", before[key], after[key])
+		}
+		e.knT(t, "service", "update", "reverse", "--scale-min", "1")
+	})
+
+	t.Run("gateway pod deleted under load", func(t *testing.T) {
+		if !chainOK {
+			t.Skip("the chain does not work")
+		}
+		gw := strings.TrimSpace(e.kubectlT(t, "get", "pod", "-n", "spright-system", "-l", "app=spright-gateway", "-o", "jsonpath={.items[0].metadata.name}"))
+		go func() {
+			time.Sleep(5 * time.Second)
+			e.run(time.Minute, e.kubectl, "delete", "pod", "-n", "spright-system", gw, "--wait=false")
+		}()
+		r := e.wrk(t, "hello.default.example.com", 8, 30*time.Second, "-s", writeBodyScript(t))
+		t.Logf("wrk c=8 30s on the chain, gateway pod deleted at 5 s: %d requests, %d non-2xx, %d socket errors", r.requests, r.non2xx, r.socketErrors)
+		e.kubectlT(t, "rollout", "status", "-n", "spright-system", "daemonset/spright-gateway", "--timeout=120s")
+		waitFor(t, time.Minute, "the chain answering after the gateway restart", func() (bool, error) {
+			code, body, err := e.curl("hello.default.example.com", "abc")
+			return code == 200 && body == "CBA", err
+		})
+		// The new gateway pod kept the chain's pool (hugepages memfd named
+		// under the pin directory) instead of making a new one.
+		logs, _ := e.run(time.Minute, e.kubectl, "logs", "-n", "spright-system", "-l", "app=spright-gateway", "--tail=-1")
+		if !strings.Contains(logs, "pool reopened from the previous gateway") {
+			t.Errorf("the restarted gateway did not reopen the chain's pool:\n%s", tail(logs, 40))
+		}
+		if r.requests == 0 {
+			t.Fatalf("no requests completed:\n%s", r.out)
+		}
+	})
+
+	t.Run("kn service update of a chain member", func(t *testing.T) {
+		if !chainOK {
+			t.Skip("the chain does not work")
+		}
+		old := strings.TrimSpace(e.kubectlT(t, "get", "ksvc", "upper", "-o", "jsonpath={.status.latestReadyRevisionName}"))
+		e.knT(t, "service", "update", "upper", "--env", "GREETING=hi")
+		now := strings.TrimSpace(e.kubectlT(t, "get", "ksvc", "upper", "-o", "jsonpath={.status.latestReadyRevisionName}"))
+		if now == old {
+			t.Fatalf("no new revision (still %s)", old)
+		}
+		waitFor(t, 2*time.Minute, "the chain served by "+now, func() (bool, error) {
+			code, body, err := e.curl("hello.default.example.com", "xyz")
+			if code != 200 || body != "ZYX" {
+				return false, err
+			}
+			// The old revision's pods are gone (Knative scales it down); a
+			// request must not need them.
+			return e.runningPods(t, old) == 0, nil
+		})
+	})
+
+	t.Run("kn service delete cleans up the chain", func(t *testing.T) {
+		e.knT(t, "service", "delete", "upper", "reverse", "--wait")
+		waitFor(t, time.Minute, "chain hello and its Service gone", func() (bool, error) {
+			_, err1 := e.run(time.Minute, e.kubectl, "get", "chain", "hello")
+			_, err2 := e.run(time.Minute, e.kubectl, "get", "service", "hello-chain")
+			return err1 != nil && err2 != nil, nil
+		})
+	})
+
+	t.Run("uninstall", func(t *testing.T) {
+		// docs/knative.md "Uninstall": revisions get their queue-proxy back,
+		// then SPRIGHT goes.
+		if stockQueue == "" || strings.Contains(stockQueue, "eproxy") {
+			t.Skipf("no stock queue-proxy image recorded (%q)", stockQueue)
+		}
+		e.kubectlT(t, "patch", "configmap/config-deployment", "-n", "knative-serving", "--type", "merge",
+			"-p", fmt.Sprintf(`{"data":{"queue-sidecar-image":%q}}`, stockQueue))
+		waitFor(t, 3*time.Minute, "plain back on the stock queue-proxy", func() (bool, error) {
+			out, err := e.run(time.Minute, e.kubectl, "get", "pods", "-l", "serving.knative.dev/service=plain",
+				"-o", `jsonpath={range .items[*]}{.status.phase}{" "}{.spec.containers[?(@.name=="queue-proxy")].image}{"\n"}{end}`)
+			lines := strings.Split(strings.TrimSpace(out), "\n")
+			return len(lines) == 1 && strings.HasPrefix(lines[0], "Running ") && !strings.Contains(lines[0], "eproxy"), err
+		})
+		e.must(t, 5*time.Minute, e.ko, "delete", "-f", "config/", "--ignore-not-found")
+		// The ingress left with SPRIGHT; the revision still answers through
+		// its Kubernetes Service (kube-proxy → stock queue-proxy → user
+		// container).
+		ip := strings.TrimSpace(e.kubectlT(t, "get", "service", "plain-00001", "-o", "jsonpath={.spec.clusterIP}"))
+		waitFor(t, time.Minute, "plain answering through its revision Service", func() (bool, error) {
+			out, err := e.run(30*time.Second, "curl", "-sS", "-m", "20", "--data-binary", "abc", "http://"+ip+"/")
+			return out == "ABC", err
+		})
+		e.knT(t, "service", "delete", "plain", "scale", "--wait")
+	})
+}
+
+// stockQueue is config-deployment's queue-sidecar-image before the swap.
+var stockQueue string
+
+// writeBodyScript writes a wrk Lua script that POSTs "abc".
+func writeBodyScript(t *testing.T) string {
+	t.Helper()
+	p := t.TempDir() + "/post.lua"
+	if err := os.WriteFile(p, []byte("wrk.method = \"POST\"\nwrk.body = \"abc\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
