@@ -12,12 +12,14 @@
 // --kingress=false, is Knative's networking layer for the ingress class
 // spright.ingress.networking.knative.dev (pkg/ingresswatch,
 // pkg/gateway/ingress): --listen is the external listener (ExternalIP
-// rules), --listen-local the cluster-local one (every rule). Hosts no
-// KIngress serves still reach the chains as before.
+// rules), --listen-local the cluster-local one (every rule), --listen-tls
+// the external one over TLS (the certificates of the KIngresses' spec.tls,
+// by SNI). Hosts no KIngress serves still reach the chains as before.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -69,6 +71,7 @@ func run() error {
 	pin := flag.String("pin-dir", "/sys/fs/bpf/spright", "bpffs directory for the eBPF maps (kept across restarts)")
 	listen := flag.String("listen", "127.0.0.1:8080", "HTTP address for chain traffic (Host header picks the chain; one chain: all traffic); with --kube, also the external listener of the KIngresses' ExternalIP rules")
 	listenLocal := flag.String("listen-local", "", "--kube: the cluster-local listener, serving every KIngress rule (ClusterLocal and ExternalIP) and the chains (empty: off)")
+	listenTLS := flag.String("listen-tls", "", "--kube --kingress: the external listener over TLS (HTTP/2 and HTTP/1.1), presenting the certificates of the KIngresses' spec.tls by SNI (Secrets labeled "+gwingress.SecretLabel+"; empty: off)")
 	kingress := flag.Bool("kingress", true, "--kube: serve the KIngresses of class "+ingressconfig.Class+" (Knative's networking layer; needs the RBAC of config/200-rbac.yaml)")
 	readHeaderTimeout := flag.Duration("read-header-timeout", gwingress.DefaultLimits().ReadHeaderTimeout, "listeners: close a connection whose request headers take longer (slowloris)")
 	idleTimeout := flag.Duration("idle-timeout", gwingress.DefaultLimits().IdleTimeout, "listeners: close keep-alive connections idle this long")
@@ -202,6 +205,7 @@ func run() error {
 	// The listeners: --listen (external) and --listen-local (cluster-local).
 	// Without KIngresses both serve the chains alone.
 	routes := map[ingressconfig.Listener]http.Handler{ingressconfig.External: route, ingressconfig.Local: route}
+	var tlsConfig *tls.Config // the KIngresses' certificates (--listen-tls)
 	if *kube {
 		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 		if err != nil {
@@ -240,7 +244,8 @@ func run() error {
 				}
 				return nil
 			}
-			iw := ingresswatch.New(nc, kc, ingresswatch.Options{Chains: chainOf}, log)
+			iw := ingresswatch.New(nc, kc, ingresswatch.Options{Chains: chainOf, TLS: *listenTLS != ""}, log)
+			tlsConfig = iw.TLSConfig()
 			go func() {
 				if err := iw.Run(ctx); err != nil {
 					log.Error("KIngress watcher", zap.Error(err))
@@ -259,12 +264,29 @@ func run() error {
 		srv *http.Server
 	}
 	var listeners []listener
-	addrs := map[ingressconfig.Listener]string{ingressconfig.External: *listen, ingressconfig.Local: *listenLocal}
-	for _, l := range ingressconfig.Listeners {
-		if addrs[l] == "" {
+	type spec struct {
+		name  string
+		addr  string
+		route http.Handler
+		tls   *tls.Config
+	}
+	specs := []spec{
+		{ingressconfig.External.String(), *listen, routes[ingressconfig.External], nil},
+		{ingressconfig.Local.String(), *listenLocal, routes[ingressconfig.Local], nil},
+	}
+	if *listenTLS != "" {
+		if tlsConfig == nil {
+			return errors.New("--listen-tls needs --kube and --kingress (the certificates are the KIngresses')")
+		}
+		// The external listener's routes (a request over TLS is never
+		// redirected to https).
+		specs = append(specs, spec{ingressconfig.External.String() + " TLS", *listenTLS, routes[ingressconfig.External], tlsConfig})
+	}
+	for _, sp := range specs {
+		if sp.addr == "" {
 			continue
 		}
-		route := routes[l]
+		route := sp.route
 		handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if draining.Load() {
 				// Tell keep-alive clients to go: the connection closes after
@@ -282,14 +304,21 @@ func run() error {
 				open.Add(-1)
 			}
 		}
-		ln, err := net.Listen("tcp", addrs[l])
+		ln, err := net.Listen("tcp", sp.addr)
 		if err != nil {
-			return fmt.Errorf("listen %s: %w", addrs[l], err)
+			return fmt.Errorf("listen %s: %w", sp.addr, err)
 		}
 		listeners = append(listeners, listener{ln, srv})
 		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !draining.Load() {
-				log.Error("listener", zap.String("listener", l.String()), zap.Error(err))
+			var err error
+			if sp.tls != nil {
+				srv.TLSConfig = sp.tls
+				err = srv.ServeTLS(ln, "", "")
+			} else {
+				err = srv.Serve(ln)
+			}
+			if err != nil && !errors.Is(err, http.ErrServerClosed) && !draining.Load() {
+				log.Error("listener", zap.String("listener", sp.name), zap.Error(err))
 				stop()
 			}
 		}()
@@ -301,7 +330,7 @@ func run() error {
 		go a.ListenAndServe()
 		defer a.Close()
 	}
-	log.Info("gateway ready", zap.String("control", *ctl), zap.String("listen", *listen), zap.String("listen_local", *listenLocal),
+	log.Info("gateway ready", zap.String("control", *ctl), zap.String("listen", *listen), zap.String("listen_local", *listenLocal), zap.String("listen_tls", *listenTLS),
 		zap.Bool("kingress", *kube && *kingress), zap.Int("chains", len(chains)))
 	<-ctx.Done()
 	// Graceful drain: stop accepting, let every request in flight finish

@@ -22,15 +22,16 @@
 //     must all match exactly, headers to set on the upstream request,
 //     an optional Host rewrite, and weighted splits (percent) with their
 //     own headers to set.
-//   - HTTPOption Redirected makes the external virtual hosts answer 301
-//     to https.
+//   - spec.tls gives an external virtual host the Secret (namespace/name)
+//     whose certificate the gateway's TLS listener presents for it (SNI);
+//     an entry's host may be a wildcard ("*.example.com"). TLS is for
+//     ExternalIP hosts: cluster-local hosts are served in plain HTTP.
+//   - HTTPOption Redirected makes the external virtual hosts answer
+//     plain-HTTP requests with 301 to https.
 //
 // A host claimed by several KIngresses is served by the oldest one
 // (creation time, then namespace/name); the others are reported as
-// conflicts. Validation is knative.dev/networking's own (Ingress.Validate),
-// and a KIngress with TLS is refused (ErrTLS): the gateway does not
-// terminate TLS yet, and saying Ready for a host it cannot serve over
-// https would be a lie.
+// conflicts. Validation is knative.dev/networking's own (Ingress.Validate).
 //
 // KIngress has no timeout or retry fields (HTTPRetry is deprecated and
 // unused), so there is nothing to translate for them: the gateway proxies

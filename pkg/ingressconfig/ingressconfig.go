@@ -2,7 +2,6 @@ package ingressconfig
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/textproto"
 	"sort"
@@ -26,9 +25,6 @@ const Class = "spright.ingress.networking.knative.dev"
 // ("namespace/chain", pkg/reconciler/chain). A split that sets it enters
 // that chain's shared memory in the gateway instead of being proxied.
 const ChainHeader = "Spright-Chain"
-
-// ErrTLS refuses a KIngress with TLS: the gateway does not terminate TLS.
-var ErrTLS = errors.New("TLS is not supported by the SPRIGHT ingress yet (spec.tls is set)")
 
 // IsSpright reports whether a KIngress with these annotations is of the
 // SPRIGHT class.
@@ -85,9 +81,12 @@ type VirtualHost struct {
 	// Ingress is the KIngress the host comes from, Hash its version.
 	Ingress types.NamespacedName
 	Hash    string
-	// RedirectHTTPS answers every request with 301 to https (HTTPOption
-	// Redirected, external listener only).
+	// RedirectHTTPS answers every plain-HTTP request with 301 to https
+	// (HTTPOption Redirected, external listener only).
 	RedirectHTTPS bool
+	// TLS is the Secret whose certificate the external listener's TLS
+	// port presents for this host (spec.tls; nil: no https).
+	TLS *SecretRef
 	// Routes in the KIngress's order; the first that matches wins.
 	Routes []*Route
 }
@@ -119,6 +118,13 @@ type Split struct {
 	Chain string
 }
 
+// SecretRef names a kubernetes.io/tls Secret (tls.crt, tls.key).
+type SecretRef struct {
+	Namespace, Name string
+}
+
+func (s SecretRef) String() string { return s.Namespace + "/" + s.Name }
+
 // Backend is a Kubernetes Service port.
 type Backend struct {
 	Namespace, Name string
@@ -148,9 +154,6 @@ func Translate(ing *v1alpha1.Ingress) (*Ingress, error) {
 	}
 	if fe := ing.Validate(context.Background()); fe != nil {
 		return nil, fmt.Errorf("invalid KIngress: %w", fe)
-	}
-	if len(ing.Spec.TLS) > 0 {
-		return nil, ErrTLS
 	}
 	spec := ing.Spec.DeepCopy()
 	spec.SetDefaults(context.Background())
@@ -186,16 +189,41 @@ func Translate(ing *v1alpha1.Ingress) (*Ingress, error) {
 				if _, taken := out.Hosts[l][h]; taken {
 					continue // the first rule for a host wins
 				}
-				out.Hosts[l][h] = &VirtualHost{
+				v := &VirtualHost{
 					Ingress:       key,
 					Hash:          hash,
 					RedirectHTTPS: l == External && spec.HTTPOption == v1alpha1.HTTPOptionRedirected,
 					Routes:        routes,
 				}
+				if l == External {
+					v.TLS = tlsFor(spec.TLS, h)
+				}
+				out.Hosts[l][h] = v
 			}
 		}
 	}
 	return out, nil
+}
+
+// tlsFor is the Secret of the first spec.tls entry naming host, exactly or
+// by a wildcard ("*.example.com" covers "a.example.com", not
+// "a.b.example.com").
+func tlsFor(entries []v1alpha1.IngressTLS, host string) *SecretRef {
+	if host == "" {
+		return nil
+	}
+	wildcard := ""
+	if i := strings.IndexByte(host, '.'); i > 0 {
+		wildcard = "*" + host[i:]
+	}
+	for _, e := range entries {
+		for _, h := range e.Hosts {
+			if h = NormalizeHost(h); h == host || (wildcard != "" && h == wildcard) {
+				return &SecretRef{Namespace: e.SecretNamespace, Name: e.SecretName}
+			}
+		}
+	}
+	return nil
 }
 
 func translateRoutes(paths []v1alpha1.HTTPIngressPath) ([]*Route, error) {
@@ -354,6 +382,15 @@ func (c *Config) Lookup(l Listener, host string) *VirtualHost {
 		return v
 	}
 	return c.Hosts[l][""]
+}
+
+// TLS is the Secret the external listener presents for a TLS client's
+// server name (SNI, lower-cased), or nil.
+func (c *Config) TLS(serverName string) *SecretRef {
+	if v := c.Hosts[External][NormalizeHost(serverName)]; v != nil {
+		return v.TLS
+	}
+	return nil
 }
 
 // Exact is Lookup without the catch-all.

@@ -209,14 +209,6 @@ func TestTranslate(t *testing.T) {
 				v1alpha1.HTTPIngressPath{Splits: []v1alpha1.IngressBackendSplit{split("a", 100, nil)}}),
 		}}),
 		err: `rule 0: unknown visibility "Everywhere"`,
-	}, {
-		name: "TLS is refused, not silently dropped",
-		ing: func() *v1alpha1.Ingress {
-			ing := knativeRoute()
-			ing.Spec.TLS = []v1alpha1.IngressTLS{{Hosts: []string{"hello.default.example.com"}, SecretName: "s", SecretNamespace: ns}}
-			return ing
-		}(),
-		errIs: ErrTLS,
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := tc.ing.DeepCopy()
@@ -265,6 +257,59 @@ func TestTranslate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestTranslateTLS: spec.tls gives the external virtual hosts it names
+// (exactly or by wildcard) their Secret; cluster-local hosts and hosts it
+// does not name have none.
+func TestTranslateTLS(t *testing.T) {
+	ing := kingress(v1alpha1.IngressSpec{
+		Rules: []v1alpha1.IngressRule{
+			rule(v1alpha1.IngressVisibilityExternalIP, []string{"a.example.com", "B.example.com", "x.y.example.com", "plain.example.org"},
+				v1alpha1.HTTPIngressPath{Splits: []v1alpha1.IngressBackendSplit{split("a", 100, nil)}}),
+			rule(v1alpha1.IngressVisibilityClusterLocal, []string{"a.default.svc.cluster.local"},
+				v1alpha1.HTTPIngressPath{Splits: []v1alpha1.IngressBackendSplit{split("a", 100, nil)}}),
+		},
+		TLS: []v1alpha1.IngressTLS{
+			{Hosts: []string{"a.example.com"}, SecretName: "exact", SecretNamespace: "certs"},
+			{Hosts: []string{"*.example.com", "a.default.svc.cluster.local"}, SecretName: "wild", SecretNamespace: "certs"},
+		},
+		HTTPOption: v1alpha1.HTTPOptionRedirected,
+	})
+	got, err := Translate(ing)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]*SecretRef{
+		"a.example.com":     {Namespace: "certs", Name: "exact"},
+		"b.example.com":     {Namespace: "certs", Name: "wild"},
+		"x.y.example.com":   nil, // a wildcard covers one label
+		"plain.example.org": nil,
+	}
+	for h, w := range want {
+		v := got.Hosts[External][h]
+		if v == nil {
+			t.Fatalf("external host %q missing", h)
+		}
+		if d := cmp.Diff(w, v.TLS); d != "" {
+			t.Errorf("external %q TLS (-want +got):\n%s", h, d)
+		}
+		if !v.RedirectHTTPS {
+			t.Errorf("external %q: not redirected", h)
+		}
+	}
+	for h, v := range got.Hosts[Local] {
+		if v.TLS != nil || v.RedirectHTTPS {
+			t.Errorf("cluster-local %q: TLS %v redirect %v, want plain HTTP", h, v.TLS, v.RedirectHTTPS)
+		}
+	}
+	cfg := Merge([]*Ingress{got})
+	if s := cfg.TLS("A.Example.com"); s == nil || s.Name != "exact" {
+		t.Errorf("Config.TLS(A.Example.com) = %v", s)
+	}
+	if s := cfg.TLS("unknown.example.com"); s != nil {
+		t.Errorf("Config.TLS(unknown) = %v, want nil", s)
 	}
 }
 

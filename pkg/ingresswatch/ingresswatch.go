@@ -2,6 +2,7 @@ package ingresswatch
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net/http"
 	"sync"
@@ -9,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	kubeinformers "k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
@@ -27,6 +30,11 @@ type Options struct {
 	Chains gwingress.ChainFunc
 	// Resync is the informers' resync period (default 10h).
 	Resync time.Duration
+	// TLS watches the Secrets labeled gwingress.SecretLabel for the
+	// KIngresses' spec.tls (the gateway has a TLS listener; Proxy's
+	// TLSConfig). Without it a KIngress with TLS is never Ready: its probe
+	// says the gateway has no TLS listener.
+	TLS bool
 }
 
 // Watcher applies the cluster's KIngresses of the SPRIGHT class to a data
@@ -36,8 +44,7 @@ type Watcher struct {
 	proxy *gwingress.Proxy
 
 	ingInformer cache.SharedIndexInformer
-	svcInformer cache.SharedIndexInformer
-	epInformer  cache.SharedIndexInformer
+	caches      []cache.InformerSynced
 	start       []func(<-chan struct{})
 
 	mu        sync.Mutex
@@ -60,17 +67,38 @@ func New(net netclientset.Interface, kube kubernetes.Interface, opts Options, lo
 	epInf := kf.Discovery().V1().EndpointSlices().Informer()
 	// Before the factory starts it, so no error is possible.
 	_ = epInf.AddIndexers(gwingress.EndpointSliceIndexers())
+	starts := []func(<-chan struct{}){nf.Start, kf.Start}
+	synced := []cache.InformerSynced{ingInf.Informer().HasSynced, svcInf.Informer().HasSynced, epInf.HasSynced}
+	var certs *gwingress.SecretCertificates
+	if opts.TLS {
+		// Only the Secrets of certificates (Knative's label), not every
+		// Secret of the cluster.
+		sf := kubeinformers.NewSharedInformerFactoryWithOptions(kube, opts.Resync,
+			kubeinformers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = gwingress.SecretLabel }))
+		secInf := sf.Core().V1().Secrets()
+		certs = &gwingress.SecretCertificates{Secrets: secInf.Lister()}
+		_, _ = secInf.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: func(obj interface{}) {
+			if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = t.Obj
+			}
+			if s, ok := obj.(*corev1.Secret); ok {
+				certs.Forget(ingressconfig.SecretRef{Namespace: s.Namespace, Name: s.Name})
+			}
+		}})
+		starts = append(starts, sf.Start)
+		synced = append(synced, secInf.Informer().HasSynced)
+	}
 	w := &Watcher{
 		log: log,
 		proxy: gwingress.New(gwingress.Options{
-			Resolver: &gwingress.ServiceResolver{Services: svcInf.Lister(), EndpointSlices: epInf.GetIndexer()},
-			Chains:   opts.Chains,
-			Logger:   log,
+			Resolver:     &gwingress.ServiceResolver{Services: svcInf.Lister(), EndpointSlices: epInf.GetIndexer()},
+			Certificates: certificates(certs),
+			Chains:       opts.Chains,
+			Logger:       log,
 		}),
 		ingInformer: ingInf.Informer(),
-		svcInformer: svcInf.Informer(),
-		epInformer:  epInf,
-		start:       []func(<-chan struct{}){nf.Start, kf.Start},
+		caches:      synced,
+		start:       starts,
 		ings:        map[types.NamespacedName]*ingressconfig.Ingress{},
 		refused:     map[types.NamespacedName]string{},
 		conflicts:   map[string]bool{},
@@ -78,8 +106,20 @@ func New(net netclientset.Interface, kube kubernetes.Interface, opts Options, lo
 	return w
 }
 
+// certificates avoids a typed nil in the Certificates interface.
+func certificates(c *gwingress.SecretCertificates) gwingress.Certificates {
+	if c == nil {
+		return nil
+	}
+	return c
+}
+
 // Proxy is the data plane the Watcher configures.
 func (w *Watcher) Proxy() *gwingress.Proxy { return w.proxy }
+
+// TLSConfig is the TLS listener's configuration (Options.TLS): serve it
+// with Handler(ingressconfig.External).
+func (w *Watcher) TLSConfig() *tls.Config { return w.proxy.TLSConfig() }
 
 // Handler serves one of the gateway's listeners.
 func (w *Watcher) Handler(l ingressconfig.Listener) http.Handler { return w.proxy.Handler(l) }
@@ -173,11 +213,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 		s(ctx.Done())
 	}
 	defer w.proxy.Close()
-	if !cache.WaitForCacheSync(ctx.Done(), w.ingInformer.HasSynced, w.svcInformer.HasSynced, w.epInformer.HasSynced) {
+	if !cache.WaitForCacheSync(ctx.Done(), w.caches...) {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return errors.New("KIngress, Service and EndpointSlice caches did not sync")
+		return errors.New("KIngress, Service, EndpointSlice (and Secret) caches did not sync")
 	}
 	w.mu.Lock()
 	w.synced.Store(true)

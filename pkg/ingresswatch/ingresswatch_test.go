@@ -2,7 +2,14 @@ package ingresswatch_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -23,6 +30,7 @@ import (
 	"knative.dev/networking/pkg/apis/networking"
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
 	netfake "knative.dev/networking/pkg/client/clientset/versioned/fake"
+	"knative.dev/networking/pkg/http/header"
 	"knative.dev/networking/pkg/status"
 	logtesting "knative.dev/pkg/logging/testing"
 
@@ -67,9 +75,13 @@ type gateway struct {
 }
 
 func start(t *testing.T, nc *netfake.Clientset, kube *kubefake.Clientset) *gateway {
+	return startWith(t, nc, kube, ingresswatch.Options{})
+}
+
+func startWith(t *testing.T, nc *netfake.Clientset, kube *kubefake.Clientset, opts ingresswatch.Options) *gateway {
 	t.Helper()
 	log := testlog.CleanupLogger(t, zapcore.InfoLevel)
-	w := ingresswatch.New(nc, kube, ingresswatch.Options{}, log)
+	w := ingresswatch.New(nc, kube, opts, log)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx) }()
@@ -145,11 +157,12 @@ func TestWatch(t *testing.T) {
 	update(moved)
 	eventually(t, "the update is served", func() bool { _, b := g.get(t, "hello.default.example.com"); return b == "v2" })
 
-	// A version the gateway refuses leaves the last accepted one serving.
-	tls := moved.DeepCopy()
-	tls.ResourceVersion = "3"
-	tls.Spec.TLS = []v1alpha1.IngressTLS{{Hosts: []string{"hello.default.example.com"}, SecretName: "c", SecretNamespace: ns}}
-	update(tls)
+	// A version the gateway refuses (invalid: the split's percent does
+	// not total 100) leaves the last accepted one serving.
+	bad := moved.DeepCopy()
+	bad.ResourceVersion = "3"
+	bad.Spec.Rules[0].HTTP.Paths[0].Splits[0].Percent = 60
+	update(bad)
 	time.Sleep(200 * time.Millisecond)
 	if _, b := g.get(t, "hello.default.example.com"); b != "v2" {
 		t.Errorf("after a refused update: %q", b)
@@ -313,3 +326,86 @@ func TestEndpointsNotClusterIP(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestWatchTLS: with Options.TLS the gateway watches the certificate
+// Secrets (Knative's label) and its TLS listener presents them; a Secret
+// without the label is not seen, and the probe says why.
+func TestWatchTLS(t *testing.T) {
+	v1 := backend(t, "v1")
+	secure := kingress("secure", ingressconfig.Class, "secure.default.example.com", v1)
+	secure.Spec.TLS = []v1alpha1.IngressTLS{{Hosts: []string{"secure.default.example.com"}, SecretName: "cert", SecretNamespace: ns}}
+	hidden := kingress("hidden", ingressconfig.Class, "hidden.default.example.com", v1)
+	hidden.Spec.TLS = []v1alpha1.IngressTLS{{Hosts: []string{"hidden.default.example.com"}, SecretName: "unlabeled", SecretNamespace: ns}}
+
+	// A self-signed certificate, as Knative's conformance test makes one.
+	crtPEM, keyPEM, pool := selfSigned(t, "secure.default.example.com", "hidden.default.example.com")
+	secret := func(name string, labels map[string]string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+			Type: corev1.SecretTypeTLS, Data: map[string][]byte{corev1.TLSCertKey: crtPEM, corev1.TLSPrivateKeyKey: keyPEM}}
+	}
+	nc := netfake.NewSimpleClientset(secure, hidden)
+	kube := kubefake.NewSimpleClientset(v1, secret("cert", map[string]string{networking.CertificateUIDLabelKey: "uid"}), secret("unlabeled", nil))
+	g := startWith(t, nc, kube, ingresswatch.Options{TLS: true})
+	eventually(t, "the caches synced", g.w.Synced)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := gwingress.NewServer(g.w.Handler(ingressconfig.External), gwingress.DefaultLimits(), nil)
+	srv.TLSConfig = g.w.TLSConfig()
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		TLSClientConfig:   &tls.Config{RootCAs: pool},
+		ForceAttemptHTTP2: true,
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, ln.Addr().String())
+		},
+	}}
+	resp, err := c.Get("https://secure.default.example.com/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "v1" || resp.Proto != "HTTP/2.0" {
+		t.Errorf("https: %d %s %q", resp.StatusCode, resp.Proto, b)
+	}
+	if _, err := c.Get("https://hidden.default.example.com/"); err == nil {
+		t.Error("https with an unlabeled Secret: served, want a handshake failure")
+	}
+	req, _ := http.NewRequest("GET", "http://"+g.addr[ingressconfig.External]+"/", nil)
+	req.Host = "hidden.default.example.com"
+	req.Header.Set(header.ProbeKey, header.ProbeValue)
+	presp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, _ := io.ReadAll(presp.Body)
+	presp.Body.Close()
+	if presp.StatusCode != 503 || !strings.Contains(string(pb), "labeled "+networking.CertificateUIDLabelKey) {
+		t.Errorf("probe of the KIngress with an unlabeled Secret: %d %q", presp.StatusCode, pb)
+	}
+}
+
+func selfSigned(t *testing.T, hosts ...string) (crtPEM, keyPEM []byte, pool *x509.CertPool) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: hosts, IsCA: true, BasicConstraintsValid: true,
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	pk, _ := x509.MarshalPKCS8PrivateKey(priv)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}), pool
+}

@@ -13,8 +13,14 @@ package ingress_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -124,7 +130,7 @@ func TestIngressOnRealAPIServer(t *testing.T) {
 	// The gateway: KIngress watch and both listeners, as its ServiceAccount.
 	log := testlog.CleanupLogger(t, zapcore.InfoLevel)
 	gwCfg := env.ConfigFor(gatewaySA, "system:serviceaccounts", "system:serviceaccounts:spright-system")
-	w := ingresswatch.New(netclientset.NewForConfigOrDie(gwCfg), kubernetes.NewForConfigOrDie(gwCfg), ingresswatch.Options{}, log)
+	w := ingresswatch.New(netclientset.NewForConfigOrDie(gwCfg), kubernetes.NewForConfigOrDie(gwCfg), ingresswatch.Options{TLS: true}, log)
 	ctx, cancel := context.WithCancel(signals.NewContext())
 	defer cancel()
 	go func() {
@@ -255,7 +261,9 @@ func TestIngressOnRealAPIServer(t *testing.T) {
 		t.Errorf("after the update: %d %q", code, body)
 	}
 
-	// TLS is refused with a reason; another class is left alone.
+	// TLS: not Ready while the gateway cannot present the certificate (its
+	// Secret does not exist yet), Ready once it can — the gateway reads the
+	// labeled Secret as its ServiceAccount. Another class is left alone.
 	tls := kingress("secure", ingress.IngressClass, v1)
 	tls.Spec.TLS = []v1alpha1.IngressTLS{{Hosts: []string{"secure.demo.example.com"}, SecretName: "cert", SecretNamespace: ns}}
 	other := kingress("other", "kourier.ingress.networking.knative.dev", v1)
@@ -264,22 +272,31 @@ func TestIngressOnRealAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, 30*time.Second, "TLS KIngress refused", func() error {
+	eventually(t, 30*time.Second, "TLS KIngress configured", func() error {
 		i, err := nc.NetworkingV1alpha1().Ingresses(ns).Get(bg, "secure", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
-		c := i.Status.GetCondition(v1alpha1.IngressConditionNetworkConfigured)
-		if c == nil || !c.IsFalse() || c.Reason != ingress.ReasonTLSNotSupported {
+		if c := i.Status.GetCondition(v1alpha1.IngressConditionNetworkConfigured); c == nil || !c.IsTrue() {
 			return fmt.Errorf("NetworkConfigured %+v", c)
-		}
-		if i.IsReady() {
-			return fmt.Errorf("ready")
 		}
 		return nil
 	})
-	if code, _ := get(ingressconfig.External, "secure.demo.example.com"); code != 404 {
-		t.Errorf("refused KIngress served: %d", code)
+	time.Sleep(2 * time.Second)
+	if i, err := nc.NetworkingV1alpha1().Ingresses(ns).Get(bg, "secure", metav1.GetOptions{}); err != nil || i.IsReady() {
+		t.Errorf("TLS KIngress Ready without its certificate: %v", err)
+	}
+	crt, key := selfSigned(t, "secure.demo.example.com")
+	if _, err := kc.CoreV1().Secrets(ns).Create(bg, &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "cert", Labels: map[string]string{networking.CertificateUIDLabelKey: "test"}},
+		Type:       corev1.SecretTypeTLS,
+		Data:       map[string][]byte{corev1.TLSCertKey: crt, corev1.TLSPrivateKeyKey: key},
+	}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 60*time.Second, "TLS KIngress Ready once its Secret exists", ready("secure", 1))
+	if code, _ := get(ingressconfig.External, "secure.demo.example.com"); code != 200 {
+		t.Errorf("TLS KIngress over plain HTTP: %d", code)
 	}
 	time.Sleep(2 * time.Second)
 	if i, err := nc.NetworkingV1alpha1().Ingresses(ns).Get(bg, "other", metav1.GetOptions{}); err != nil || len(i.Status.Conditions) != 0 {
@@ -292,4 +309,26 @@ func TestIngressOnRealAPIServer(t *testing.T) {
 		t.Error("the gateway answered no probe")
 	}
 	t.Logf("gateway answered %d probes, proxied %d requests", w.Proxy().Probes.Load(), w.Proxy().Proxied.Load())
+}
+
+// selfSigned is a self-signed certificate and key (PEM) for hosts.
+func selfSigned(t *testing.T, hosts ...string) (crt, key []byte) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: hosts,
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, &tmpl, &tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk})
 }

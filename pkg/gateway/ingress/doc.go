@@ -17,7 +17,10 @@
 //     naming another hash is routed like any request: Knative's data-plane
 //     contract has the backend (queue-proxy, activator) echo it, and
 //     Knative's conformance test TestProbeHeaders checks exactly that.
-//  3. HTTPOption Redirected: 301 to https. Otherwise the first route whose
+//     For a host with TLS the probe answers 503, naming the reason, until
+//     its certificate can be presented: Ready includes https.
+//  3. HTTPOption Redirected: a plain-HTTP request gets 301 to https (over
+//     TLS it is served). Otherwise the first route whose
 //     path prefix and exact headers match, then a split by weighted random
 //     choice.
 //  4. The route's and then the split's headers are set on the request. A
@@ -30,10 +33,13 @@
 //     gateway). Everything else is proxied with net/http/httputil's
 //     ReverseProxy to the split's Service.
 //
-// Upstreams are resolved through a Service lister (ServiceResolver): the
-// Service's ClusterIP and port (no DNS lookup per new connection, and a
-// recreated Service is followed at once), an ExternalName's name, or for a
-// headless Service its DNS name and target port. A Service port named http2
+// Upstreams are resolved through a Service lister (ServiceResolver): one of
+// the Service's ready endpoints from its EndpointSlices, at random (as
+// Envoy-based ingresses do: kube-proxy programs a new ClusterIP only some
+// time after its endpoints exist), else the ClusterIP and port (no DNS
+// lookup per new connection, and a recreated Service is followed at once),
+// an ExternalName's name, or for a headless Service its DNS name and target
+// port. A Service port named http2
 // or h2c, or with appProtocol kubernetes.io/h2c (what Knative sets for h2c
 // revisions), is reached with HTTP/2 prior knowledge; everything else with
 // HTTP/1.1 keep-alive, and upgrades (websockets) always so. The original
@@ -44,5 +50,10 @@
 // NewServer builds the listeners' http.Server with bounded header size
 // (431 beyond it), header read timeout (slowloris), idle timeout, HTTP/2
 // over cleartext (h2c, so gRPC clients can use the gateway) with a bounded
-// number of concurrent streams.
+// number of concurrent streams. The TLS listener is such a server with
+// Proxy.TLSConfig: the certificate of the KIngress host the client names
+// (SNI) from its spec.tls Secret (SecretCertificates: kubernetes.io/tls
+// Secrets, each version parsed once), HTTP/2 or HTTP/1.1 by ALPN, and the
+// external listener's routes; a name without a certificate fails the
+// handshake.
 package ingress

@@ -37,6 +37,8 @@ type ChainFunc func(r *http.Request) http.Handler
 // Options configure a Proxy.
 type Options struct {
 	Resolver Resolver
+	// Certificates gives the TLS listener its certificates (nil: no TLS).
+	Certificates Certificates
 	// Chains serves chain requests; nil when the gateway has no chains.
 	Chains ChainFunc
 	Logger *zap.Logger
@@ -54,7 +56,7 @@ type Proxy struct {
 	closer []*http.Transport
 
 	// Counters, for tests and logs.
-	Proxied, Chained, Probes, NotFound, UpstreamErrors atomic.Uint64
+	Proxied, Chained, Probes, NotFound, UpstreamErrors, TLSRefused atomic.Uint64
 }
 
 // New returns a Proxy with no configuration: until Set, requests that no
@@ -177,13 +179,21 @@ func (p *Proxy) serveHost(cfg *ingressconfig.Config, v *ingressconfig.VirtualHos
 		switch h := r.Header.Get(header.HashKey); h {
 		case "", header.HashValueOverride, v.Hash:
 			p.Probes.Add(1)
+			if v.TLS != nil {
+				// Not Ready before https is served too.
+				if err := p.certificate(v.TLS); err != nil {
+					w.Header().Set("Retry-After", "1")
+					http.Error(w, fmt.Sprintf("KIngress %s: %v", v.Ingress, err), http.StatusServiceUnavailable)
+					return
+				}
+			}
 			w.Header().Set(header.HashKey, v.Hash)
 			w.WriteHeader(http.StatusOK)
 			return
 		}
 		// Another hash: the backend echoes it (Knative's contract).
 	}
-	if v.RedirectHTTPS {
+	if v.RedirectHTTPS && r.TLS == nil {
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
 			host = h
@@ -236,6 +246,14 @@ func (p *Proxy) serveHost(cfg *ingressconfig.Config, v *ingressconfig.VirtualHos
 		return
 	}
 	p.h1.ServeHTTP(w, r)
+}
+
+func (p *Proxy) certificate(ref *ingressconfig.SecretRef) error {
+	if p.opts.Certificates == nil {
+		return fmt.Errorf("the gateway has no TLS listener for secret %s", ref)
+	}
+	_, err := p.opts.Certificates.Certificate(*ref)
+	return err
 }
 
 func setHeaders(h http.Header, route *ingressconfig.Route, split *ingressconfig.Split) {

@@ -36,13 +36,15 @@ func DefaultLimits() Limits {
 }
 
 // NewServer is an HTTP server for a gateway listener: HTTP/1.1 and HTTP/2
-// over cleartext (prior knowledge, as gRPC clients speak it), within lim.
+// over cleartext (prior knowledge, as gRPC clients speak it), or over TLS
+// (ALPN) when served with ServeTLS and a TLSConfig, within lim.
 // There is no read or write timeout on purpose: requests and responses may
 // stream for as long as the backend's own timeout allows.
 func NewServer(h http.Handler, lim Limits, log *zap.Logger) *http.Server {
 	var protos http.Protocols
 	protos.SetHTTP1(true)
 	protos.SetUnencryptedHTTP2(true)
+	protos.SetHTTP2(true) // over TLS, when served with a TLSConfig
 	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: lim.ReadHeaderTimeout,

@@ -9,9 +9,8 @@
 // KIngress of the class the reconciler
 //
 //   - translates it with the same pure functions the gateways use: a
-//     KIngress they would refuse (invalid, or with TLS, which the gateway
-//     does not terminate yet) gets NetworkConfigured=False with the reason,
-//     never a false Ready;
+//     KIngress they would refuse (invalid) gets NetworkConfigured=False
+//     with the reason, never a false Ready;
 //   - asks knative.dev/networking's status prober whether every ready
 //     gateway pod (app=spright-gateway in the system namespace) serves the
 //     KIngress's current version: each host is probed on the listener of
@@ -19,7 +18,8 @@
 //     "http-local" for ClusterLocal ones) with K-Network-Probe: probe, and
 //     the pod must answer 200 with K-Network-Hash equal to the hash of the
 //     KIngress's spec (ingressconfig.Hash = knative.dev/networking's
-//     ComputeHash);
+//     ComputeHash) — for a host with TLS only once the gateway can present
+//     its certificate, so Ready includes https;
 //   - marks it Ready only then, with the load balancers Knative routes to:
 //     public spright-gateway.<system-namespace>.svc.<cluster-domain>,
 //     private spright-gateway-local.<system-namespace>.svc.<cluster-domain>

@@ -2,7 +2,6 @@ package ingress
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"knative.dev/networking/pkg/apis/networking/v1alpha1"
@@ -33,11 +32,9 @@ const (
 	LocalPortName    = "http-local"
 )
 
-// Reasons of NetworkConfigured=False.
-const (
-	ReasonInvalid         = "InvalidKIngress"
-	ReasonTLSNotSupported = "TLSNotSupported"
-)
+// ReasonInvalid is the reason of NetworkConfigured=False: the KIngress
+// fails knative.dev/networking's validation or the translation.
+const ReasonInvalid = "InvalidKIngress"
 
 // Reconciler marks KIngresses of the SPRIGHT class Ready once every gateway
 // serves them.
@@ -55,12 +52,8 @@ var _ ingressreconciler.Interface = (*Reconciler)(nil)
 func (r *Reconciler) ReconcileKind(ctx context.Context, ing *v1alpha1.Ingress) pkgreconciler.Event {
 	ing.Status.InitializeConditions()
 	if _, err := ingressconfig.Translate(ing); err != nil {
-		reason := ReasonInvalid
-		if errors.Is(err, ingressconfig.ErrTLS) {
-			reason = ReasonTLSNotSupported
-		}
 		// The gateways refuse it too; a spec change brings it back here.
-		ing.GetConditionSet().Manage(&ing.Status).MarkFalse(v1alpha1.IngressConditionNetworkConfigured, reason, "%s", err.Error())
+		ing.GetConditionSet().Manage(&ing.Status).MarkFalse(v1alpha1.IngressConditionNetworkConfigured, ReasonInvalid, "%s", err.Error())
 		return nil
 	}
 	ing.Status.MarkNetworkConfigured()

@@ -97,7 +97,7 @@ func statusUpdate(i *v1alpha1.Ingress) clientgotesting.UpdateActionImpl {
 }
 
 func TestReconcile(t *testing.T) {
-	st := &fakeStatus{ready: map[string]bool{"ready": true, "steady": true}}
+	st := &fakeStatus{ready: map[string]bool{"ready": true, "steady": true, "tls": true}}
 	TableTest{{
 		Name: "bad key",
 		Key:  "too/many/parts",
@@ -123,11 +123,12 @@ func TestReconcile(t *testing.T) {
 		Key:     ns + "/steady",
 		Objects: []runtime.Object{ing("steady", IngressClass, ready)},
 	}, {
-		Name:    "TLS is refused with a reason, never Ready",
-		Key:     ns + "/tls",
-		Objects: []runtime.Object{ing("tls", IngressClass, withTLS)},
-		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(ing("tls", IngressClass, withTLS,
-			notConfigured(ReasonTLSNotSupported, "TLS is not supported by the SPRIGHT ingress yet (spec.tls is set)")))},
+		// The gateways' probe answers only once they present the
+		// certificate, so Ready includes https.
+		Name:              "TLS: configured, Ready when the gateways serve it",
+		Key:               ns + "/tls",
+		Objects:           []runtime.Object{ing("tls", IngressClass, withTLS, probing)},
+		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(ing("tls", IngressClass, withTLS, ready))},
 	}, {
 		Name:    "invalid KIngress",
 		Key:     ns + "/bad",
@@ -135,7 +136,7 @@ func TestReconcile(t *testing.T) {
 		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(ing("bad", IngressClass, withBadSplit,
 			notConfigured(ReasonInvalid, "invalid KIngress: traffic split percentage must total to 100, but was 60: spec.rules[0].http.paths[0].splits")))},
 	}}.Test(t, factory(st))
-	if want := []string{"new", "ready", "steady"}; !equal(st.asked, want) {
+	if want := []string{"new", "ready", "steady", "tls"}; !equal(st.asked, want) {
 		t.Errorf("prober asked about %v, want %v (never about refused or foreign KIngresses)", st.asked, want)
 	}
 }
