@@ -8,6 +8,7 @@
 //	make e2e-cluster                 # cluster-up if needed, the test, cluster-down
 //	SPRIGHT_CLUSTER_KEEP=1 make e2e-cluster   # leave the cluster up
 //
-// It skips without root, or when the cluster's tools were never built and
-// SPRIGHT_CLUSTER_REQUIRED is unset (CI sets it).
+// It skips without root, and unless SPRIGHT_CLUSTER_REQUIRED is set (make
+// e2e-cluster and CI set it; make test skips it): cluster-up then builds
+// whatever is missing.
 package cluster
