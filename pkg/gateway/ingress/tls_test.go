@@ -237,3 +237,45 @@ func TestTLS(t *testing.T) {
 		t.Errorf("probe with a broken Secret: %d %q, want 503 naming it", r.status, r.body)
 	}
 }
+
+// TestTLSSlowHandshake: a client that opens a TLS connection and sends
+// nothing, or half a ClientHello, is closed at the header timeout (Go's
+// server bounds the handshake by it), not held forever; garbage instead
+// of a ClientHello is refused at once.
+func TestTLSSlowHandshake(t *testing.T) {
+	log := testlog.CleanupLogger(t, zapcore.ErrorLevel)
+	idx := cache.NewIndexer(cache.MetaNamespaceKeyFunc, cache.Indexers{})
+	p := ingress.New(ingress.Options{
+		Resolver:     &ingress.ServiceResolver{Services: corev1listers.NewServiceLister(idx)},
+		Certificates: &ingress.SecretCertificates{Secrets: corev1listers.NewSecretLister(idx)},
+		Logger:       log,
+	})
+	lim := ingress.DefaultLimits()
+	lim.ReadHeaderTimeout = 300 * time.Millisecond
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := ingress.NewServer(p.Handler(ingressconfig.External), lim, log)
+	srv.TLSConfig = p.TLSConfig()
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	for name, send := range map[string][]byte{
+		"silent":         nil,
+		"half a hello":   {0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03},
+		"not TLS at all": []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+	} {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(send)
+		start := time.Now()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err = io.ReadAll(c)
+		c.Close()
+		if took := time.Since(start); err != nil || took > 2*time.Second {
+			t.Errorf("%s: connection closed after %v (%v), want at the 300ms header timeout", name, took, err)
+		}
+	}
+}
