@@ -53,6 +53,10 @@ type Watcher struct {
 	mu     sync.RWMutex
 	chains map[types.NamespacedName]*loaded
 	ids    map[uint16]types.NamespacedName // chain IDs in use
+	// retired are deleted Chains whose pool the gateway still holds (it
+	// releases pools only when it restarts): a Chain created again under
+	// the same name is served with them.
+	retired map[types.NamespacedName]*loaded
 
 	// Stale counts Chain updates whose functions or routes differ from
 	// what the gateway loaded (they apply after a restart).
@@ -76,7 +80,8 @@ func New(g *gateway.Gateway, opts Options, log *zap.Logger) *Watcher {
 	if opts.Pool.SlotSize == 0 {
 		opts.Pool.SlotSize = 64 << 10
 	}
-	return &Watcher{g: g, opts: opts, log: log, chains: map[types.NamespacedName]*loaded{}, ids: map[uint16]types.NamespacedName{}}
+	return &Watcher{g: g, opts: opts, log: log, chains: map[types.NamespacedName]*loaded{}, ids: map[uint16]types.NamespacedName{},
+		retired: map[types.NamespacedName]*loaded{}}
 }
 
 // GatewayName is the gateway's name for a namespace's chain:
@@ -93,7 +98,20 @@ func (w *Watcher) Apply(c *v1alpha1.Chain) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	l := w.chains[key]
-	if l == nil {
+	if l == nil && w.retired[key] != nil {
+		// Deleted and created again (kn service delete, then create): the
+		// gateway still has this chain's pool and table; serve them. Before,
+		// AddChain refused the name and the chain was never served again
+		// until the gateway restarted (seen on the real cluster).
+		l = w.retired[key]
+		delete(w.retired, key)
+		w.chains[key] = l
+		w.log.Info("chain created again: serving it with the pool and table kept from before", zap.String("chain", key.String()))
+		if w.differs(l, c) {
+			w.Stale.Add(1)
+			w.log.Warn("chain's functions or routes changed: the gateway keeps the loaded table until it restarts", zap.String("chain", key.String()))
+		}
+	} else if l == nil {
 		spec := c.Spec.RoutingSpec()
 		if err := spec.Validate(); err != nil {
 			return fmt.Errorf("chain %s: published spec does not load: %w", key, err)
@@ -111,7 +129,7 @@ func (w *Watcher) Apply(c *v1alpha1.Chain) error {
 		l = &loaded{chain: gc, spec: *c.Spec.DeepCopy()}
 		w.chains[key] = l
 		w.log.Info("chain loaded", zap.String("chain", key.String()), zap.String("entry", c.Spec.Entry), zap.Int("functions", len(c.Spec.Functions)))
-	} else if !reflect.DeepEqual(l.spec.Routes, c.Spec.Routes) || !sameFunctions(l.spec.Functions, c.Spec.Functions) || l.spec.Entry != c.Spec.Entry {
+	} else if w.differs(l, c) {
 		w.Stale.Add(1)
 		w.log.Warn("chain's functions or routes changed: the gateway keeps the loaded table until it restarts", zap.String("chain", key.String()))
 	}
@@ -131,6 +149,12 @@ func (w *Watcher) Apply(c *v1alpha1.Chain) error {
 	}
 	l.revs = revs
 	return nil
+}
+
+// differs reports whether c's functions, routes or entry differ from what
+// the gateway loaded for it (revisions may differ: they apply at once).
+func (w *Watcher) differs(l *loaded, c *v1alpha1.Chain) bool {
+	return !reflect.DeepEqual(l.spec.Routes, c.Spec.Routes) || !sameFunctions(l.spec.Functions, c.Spec.Functions) || l.spec.Entry != c.Spec.Entry
 }
 
 // chainID derives the chain's ID from its name (FNV-1a into 1..65534,
@@ -161,7 +185,9 @@ func (w *Watcher) Delete(key types.NamespacedName) {
 		w.g.UnsetRevisionChain(r)
 	}
 	delete(w.chains, key)
-	delete(w.ids, l.chain.ID())
+	// The ID stays reserved (w.ids): the gateway still holds the chain.
+	l.revs = nil
+	w.retired[key] = l
 	w.log.Info("chain deleted", zap.String("chain", key.String()))
 }
 

@@ -159,3 +159,39 @@ func TestChainIDStableAcrossWatchers(t *testing.T) {
 		t.Errorf("reserved chain ID %d", id1)
 	}
 }
+
+// TestDeletedChainCreatedAgain: `kn service delete` of a chain's members,
+// then `kn service create` of them again, deletes and re-creates the Chain.
+// The gateway keeps a deleted chain's pool until it restarts; the new Chain
+// used to be refused ("chain already exists") and never served (seen on the
+// real cluster). It is served again, with the pool kept.
+func TestDeletedChainCreatedAgain(t *testing.T) {
+	g, w := newWatcher(t)
+	key := types.NamespacedName{Namespace: "ns1", Name: "shop"}
+	if err := w.Apply(shop("cart-00001")); err != nil {
+		t.Fatal(err)
+	}
+	first := w.Chain(key)
+	w.Delete(key)
+	if err := w.Apply(shop("cart-00003")); err != nil {
+		t.Fatalf("chain created again: %v", err)
+	}
+	again := w.Chain(key)
+	if again == nil {
+		t.Fatal("chain created again is not served")
+	}
+	if again != first {
+		t.Errorf("chain created again got a new gateway chain instead of the kept one")
+	}
+	if m, ok := g.RevisionChain(types.NamespacedName{Namespace: "ns1", Name: "cart-00003"}); !ok || m.Function != "cart" {
+		t.Errorf("cart-00003 → %+v %v", m, ok)
+	}
+	r := httptest.NewRequest("POST", "/", nil)
+	r.Host = "shop-chain.ns1.svc.cluster.local"
+	if w.Lookup(r) != again {
+		t.Error("the chain's host does not find it")
+	}
+	if w.Stale.Load() != 0 {
+		t.Errorf("the same spec created again counted as stale")
+	}
+}

@@ -15,5 +15,6 @@
 // loads it. A later change of the chain's functions or routes is logged and
 // counted (Stale) and takes effect when the gateway restarts; revision
 // changes take effect at once. A deleted Chain stops being routed; its pool
-// is released when the gateway restarts.
+// is released when the gateway restarts, and a Chain created again under
+// the same name before that is served with it.
 package chainwatch
