@@ -98,7 +98,7 @@ e2e-cluster: hugepages
 # test/conformance/ingress, the pinned version) against the SPRIGHT ingress
 # on the running cluster (make cluster-up): builds the suite's test images
 # with ko into the cluster's registry, runs it, writes
-# test/conformance/RESULTS.md. Needs ko and kubectl on PATH.
+# test/conformance/RESULTS.md (ko and kubectl: PATH, else the hack/ tools).
 .PHONY: conformance-ingress
 conformance-ingress:
 	test/conformance/run.sh

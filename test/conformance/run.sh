@@ -2,7 +2,8 @@
 # Knative's KIngress conformance suite (knative.dev/networking
 # test/conformance/ingress, the version the root go.mod pins) against the
 # SPRIGHT ingress on a running cluster (hack/cluster-up.sh): `make
-# conformance-ingress`.
+# conformance-ingress`. About 3 minutes when every test passes (a test
+# whose KIngress never gets Ready waits the suite's 10 minutes).
 #
 #  1. builds the suite's test images (runtime, wsserver, grpc-ping,
 #     httpproxy, timeout, retry) with ko from this module into the cluster's
@@ -42,8 +43,13 @@ KEEP_LOG="${KEEP_LOG:-$root/bin/conformance/test.json}"
 CLASS=spright.ingress.networking.knative.dev
 
 die() { echo "conformance-ingress: $*" >&2; exit 1; }
-command -v ko >/dev/null || die "ko is not on PATH (hack/ko-resolve.sh --print-dir has it)"
-command -v kubectl >/dev/null || die "kubectl is not on PATH"
+# ko and kubectl: from PATH, else where hack/ko-resolve.sh and
+# hack/build-kube-apiserver.sh (which the cluster's bring-up ran) keep them.
+command -v ko >/dev/null || PATH="$("$root/hack/ko-resolve.sh" --print-dir):$PATH"
+command -v kubectl >/dev/null || PATH="$("$root/hack/build-kube-apiserver.sh" --print-dir):$PATH"
+command -v go >/dev/null || PATH="/usr/local/go/bin:$PATH"
+command -v ko >/dev/null || die "no ko (hack/ko-resolve.sh --install-only installs it)"
+command -v kubectl >/dev/null || die "no kubectl (hack/build-kube-apiserver.sh builds it)"
 kubectl get --raw /readyz >/dev/null || die "no cluster at $KUBECONFIG (make cluster-up)"
 [ "$(kubectl -n knative-serving get cm config-network -o jsonpath='{.data.ingress-class}')" = "$CLASS" ] \
 	|| echo "conformance-ingress: note: config-network's ingress-class is not $CLASS (the suite sets the class on its own KIngresses, so it runs anyway)" >&2
