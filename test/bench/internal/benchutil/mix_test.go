@@ -61,6 +61,19 @@ func TestMixScript(t *testing.T) {
 	if _, err := MixScript(nil, 1); err == nil {
 		t.Error("empty mix: want an error")
 	}
+	if strings.Contains(s, "wrk.headers[\"Host\"]") {
+		t.Error("MixScript sets a Host header")
+	}
+	h, err := MixScriptHeaders(PaperMix, 42, map[string]string{"Host": "a.ns.example.com", "X-Chain-Next": "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(h, "wrk.headers[\"Host\"] = \"a.ns.example.com\"\nwrk.headers[\"X-Chain-Next\"] = \"b\"\n") {
+		t.Errorf("headers not set, in name order:\n%s", h)
+	}
+	if _, err := MixScriptHeaders(PaperMix, 1, map[string]string{"X": "a\r\nEvil: 1"}); err == nil {
+		t.Error("a header value with a line break: want an error")
+	}
 }
 
 // TestMixScriptUnderWrk runs the script in wrk against a server that
@@ -84,16 +97,19 @@ func TestMixScriptUnderWrk(t *testing.T) {
 		mu.Lock()
 		defer mu.Unlock()
 		counts[len(b)]++
-		if r.Method != http.MethodPost || string(b) != MixBody(len(b)) || r.ContentLength != int64(len(b)) {
+		if r.Method != http.MethodPost || string(b) != MixBody(len(b)) || r.ContentLength != int64(len(b)) ||
+			r.Host != "fn.ns.example.com" || r.Header.Get("X-Chain-Next") != "next" {
 			if len(bad) < 3 {
-				bad = append(bad, r.Method+" "+string(b[:min(len(b), 40)]))
+				bad = append(bad, r.Method+" "+r.Host+" "+string(b[:min(len(b), 40)]))
 			}
 		}
 	}))
 	defer srv.Close()
 	mix := []Payload{{Size: 100, Weight: 0.9}, {Size: 10240, Weight: 0.1}}
 	script := filepath.Join(t.TempDir(), "mix.lua")
-	if err := WriteMixScript(script, mix, 7); err != nil {
+	// With a Host header (the cluster scenario reaches host-routed
+	// services through the ingress's address).
+	if err := WriteMixScriptHeaders(script, mix, 7, map[string]string{"Host": "fn.ns.example.com", "X-Chain-Next": "next"}); err != nil {
 		t.Fatal(err)
 	}
 	res, err := RunWrk(context.Background(), WrkOptions{
