@@ -9,10 +9,14 @@ import (
 	"github.com/spright-dev/spright/test/bench/internal/benchutil"
 )
 
-// Group is a process class: the given processes and all their descendants.
+// Group is a process class: the given processes and all their descendants
+// (only the given processes when Exact).
 type Group struct {
 	Class string
 	PIDs  []int
+	// Exact: PIDs is the whole class (a classification of every process,
+	// as the cluster scenario makes), descendants are not added.
+	Exact bool
 	// Retired is the CPU (clock ticks) of processes of this class that
 	// have exited, as last read before they were stopped; it only grows.
 	Retired uint64
@@ -73,7 +77,9 @@ func snapshot(groups []Group) (cpuSnap, error) {
 				continue
 			}
 			s.procs[st.Key()] = classed{g.Class, st.CPUTicks()}
-			queue = append(queue, children[pid]...)
+			if !g.Exact {
+				queue = append(queue, children[pid]...)
+			}
 		}
 	}
 	return s, nil

@@ -7,6 +7,8 @@
 //	motion    intermittent IoT events: SPRIGHT warm vs Knative cold starts
 //	parking   bursts of 164 image-sized requests per period
 //	xdp       XDP/TC redirect on/off (run from test/bench/xdp when it exists)
+//	cluster   the hello chain and a plain service on the real one-node Knative
+//	          (hack/cluster-up.sh): stock Knative vs SPRIGHT, queue-proxy vs EPROXY
 //
 // `go run ./test/bench [--quick] [scenario...]` runs them; results go to
 // test/bench/results/<scenario>.json and .csv, and Report regenerates
@@ -46,7 +48,7 @@ var registry []*Scenario
 func register(s *Scenario) { registry = append(registry, s) }
 
 // order is the order `make bench` runs the scenarios in.
-var order = []string{"sidecar", "chain2", "boutique", "motion", "parking", "xdp"}
+var order = []string{"sidecar", "chain2", "boutique", "motion", "parking", "xdp", "cluster"}
 
 func rank(name string) int {
 	for i, n := range order {
@@ -233,7 +235,7 @@ func Run(ctx context.Context, o *Options, names []string) error {
 		scs = append(scs, s)
 	}
 	if os.Geteuid() != 0 {
-		return errors.New("needs root: eBPF, network namespaces")
+		return errors.New("needs root: eBPF, network namespaces (and for the cluster scenario, hack/cluster-up.sh: kubelet, containerd, CNI)")
 	}
 	tools := map[string]string{"wrk": "wrk", "ip": "iproute2"}
 	for _, s := range scs {

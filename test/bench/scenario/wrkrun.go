@@ -26,6 +26,10 @@ type wrkPlan struct {
 	Probe func(ctx context.Context) error
 	// Extra adds scenario-specific figures to each entry.
 	Extra func(en *Entry, u cpuUse)
+	// Adjust, when set, rewrites each window's CPU before it is recorded;
+	// loadgen is the load generator's cores in the window (0 when idle).
+	// The cluster scenario uses it to count the whole node (nodeAdjust).
+	Adjust func(u cpuUse, loadgen float64) cpuUse
 }
 
 // runWrkPlan measures p and appends its entries (and problems) to f.
@@ -36,6 +40,9 @@ func runWrkPlan(ctx context.Context, e *Env, f *File, p wrkPlan) error {
 		u, err := measureCPU(e.Tick, p.Groups, func() error { return sleepCtx(ctx, p.Idle) })
 		if err != nil {
 			return fmt.Errorf("%s: idle: %w", p.System, err)
+		}
+		if p.Adjust != nil {
+			u = p.Adjust(u, 0)
 		}
 		idle = &u.Total
 		en := Entry{System: p.System, Label: "idle", DurationS: u.Wall.Seconds()}
@@ -70,6 +77,9 @@ func runWrkPlan(ctx context.Context, e *Env, f *File, p wrkPlan) error {
 		})
 		if err != nil {
 			return fmt.Errorf("%s: c=%d: %w", p.System, c, err)
+		}
+		if p.Adjust != nil && u.Wall > 0 {
+			u = p.Adjust(u, w.CPU.Seconds()/u.Wall.Seconds())
 		}
 		en := wrkEntry(p.System, c, w, u)
 		en.IdleCPUCores = idle
