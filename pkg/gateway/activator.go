@@ -101,6 +101,28 @@ func (g *Gateway) activate(c *Chain, fn uint8, done <-chan struct{}) (uint32, er
 	}
 }
 
+// awaitMembers holds a request until every member of chain c has an
+// instance. Only the gateway can hold a request: a member deeper in the
+// chain that is at zero (a user-set min-scale 0) would otherwise be found
+// missing by the function before it, which can only fail the request with
+// 503 (seen on the real cluster). All missing members are poked at once, so
+// they scale up together.
+func (g *Gateway) awaitMembers(c *Chain, done <-chan struct{}) error {
+	missing := c.routes.Unserved()
+	if len(missing) == 0 {
+		return nil
+	}
+	for _, fn := range missing {
+		g.poke(c, c.routes.FunctionName(fn))
+	}
+	for _, fn := range missing {
+		if _, err := g.activate(c, fn, done); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // poke tells the autoscaler that the revisions implementing function name of
 // chain c have demand, as the activator's first pushed Stat does for a
 // revision at zero. Without a stat push connection it only logs.

@@ -218,3 +218,34 @@ func TestPodRegisteredBeforeItsChain(t *testing.T) {
 	case <-time.After(500 * time.Millisecond):
 	}
 }
+
+// TestActivatorHoldsForAMemberDeeperInTheChain: the entry has an instance,
+// the next member (reverse) is at zero. Before, the request went in and
+// upper failed it at once ("routing: no ready instance for function
+// \"reverse\"", 503, seen on the real cluster with reverse at min-scale 0);
+// now the gateway holds it until reverse joins, and pokes reverse's
+// revisions meanwhile.
+func TestActivatorHoldsForAMemberDeeperInTheChain(t *testing.T) {
+	e := startHolding(t, 20*time.Second, 10)
+	a := e.c.Activation()
+	e.fn(t, "upper", upper)
+	got := postAsync(t, e.srv.URL, "abc")
+	waitFor(t, 5*time.Second, "the request to be held", func() bool { return a.Held.Load() == 1 })
+	select {
+	case r := <-got:
+		t.Fatalf("answered before reverse joined: %d %q", r.code, r.body)
+	case <-time.After(200 * time.Millisecond):
+	}
+	e.fn(t, "reverse", reverse)
+	select {
+	case r := <-got:
+		if r.code != 200 || r.body != "CBA" {
+			t.Fatalf("held request: %d %q, want 200 CBA", r.code, r.body)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("held request not delivered after reverse joined")
+	}
+	if free, slots := e.c.Pool().FreeCount(), e.c.Pool().Slots(); free != int(slots) {
+		t.Errorf("pool: %d of %d slots free after the request", free, slots)
+	}
+}

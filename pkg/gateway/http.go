@@ -85,6 +85,9 @@ func (g *Gateway) Invoke(c *Chain, topic string, body io.Reader, size int64, don
 			}
 		}
 	}
+	if err == nil && c.cfg.HoldTimeout > 0 {
+		err = g.awaitMembers(c, done)
+	}
 	if err != nil {
 		c.pool.Free(slot)
 		return nil, err

@@ -353,6 +353,21 @@ func (t *RouteTable) Pick(fn uint8, inflight InflightFunc) (uint32, error) {
 	return best, nil
 }
 
+// Unserved returns the functions (by index, the gateway excluded) that have
+// no registered instance; nil when every function has one. It allocates
+// only when some function has none.
+func (t *RouteTable) Unserved() (fns []uint8) {
+	t.read(func(l *layout) {
+		fns = fns[:0]
+		for i := uint32(1); i < l.hdr.NFuncs && i < MaxFunctions; i++ {
+			if atomic.LoadUint32(&l.funcs[i].NInst) == 0 {
+				fns = append(fns, uint8(i))
+			}
+		}
+	})
+	return fns
+}
+
 // Instances returns the registered instances of fn.
 func (t *RouteTable) Instances(fn uint8) (ids []uint32) {
 	t.read(func(l *layout) {

@@ -165,3 +165,35 @@ func TestPickResidualCapacity(t *testing.T) {
 		t.Fatal("Open accepted an empty region")
 	}
 }
+
+func TestUnserved(t *testing.T) {
+	rt := table(t, Spec{
+		Functions: []FunctionSpec{{Name: "upper"}, {Name: "reverse"}, {Name: "echo"}},
+		Routes:    []Route{{From: GatewayName, Topic: "*", To: []string{"upper"}}},
+	})
+	names := func(fns []uint8) (out []string) {
+		for _, f := range fns {
+			out = append(out, rt.FunctionName(f))
+		}
+		return out
+	}
+	if got := names(rt.Unserved()); len(got) != 3 {
+		t.Fatalf("no instances: unserved %v, want all three", got)
+	}
+	up, _ := rt.FunctionIndex("upper")
+	echo, _ := rt.FunctionIndex("echo")
+	rt.AddInstance(up, 7)
+	rt.AddInstance(echo, 8)
+	if got := names(rt.Unserved()); len(got) != 1 || got[0] != "reverse" {
+		t.Errorf("unserved %v, want [reverse]", got)
+	}
+	rev, _ := rt.FunctionIndex("reverse")
+	rt.AddInstance(rev, 9)
+	if got := rt.Unserved(); got != nil {
+		t.Errorf("every function served, yet unserved %v (want nil: no allocation on the request path)", got)
+	}
+	rt.RemoveInstance(rev, 9)
+	if got := names(rt.Unserved()); len(got) != 1 || got[0] != "reverse" {
+		t.Errorf("after reverse left: unserved %v", got)
+	}
+}
