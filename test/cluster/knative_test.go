@@ -219,6 +219,7 @@ func TestSprightOnKnative(t *testing.T) {
 		}
 		// reverse may scale to zero (a min-scale the user set is kept).
 		e.knT(t, "service", "update", "reverse", "--scale-min", "0", "--annotation", "autoscaling.knative.dev/window=6s")
+		defer e.run(5*time.Minute, e.kn, "service", "update", "reverse", "--scale-min", "1")
 		rev := strings.TrimSpace(e.kubectlT(t, "get", "ksvc", "reverse", "-o", "jsonpath={.status.latestReadyRevisionName}"))
 		waitFor(t, 3*time.Minute, "reverse at zero", func() (bool, error) {
 			out, err := e.run(time.Minute, e.kubectl, "get", "pods", "-l", "serving.knative.dev/service=reverse", "-o", "name")
@@ -236,7 +237,6 @@ func TestSprightOnKnative(t *testing.T) {
 		if after[key]-before[key] < 1 {
 			t.Errorf("the gateway did not hold the request (held %v → %v)", before[key], after[key])
 		}
-		e.knT(t, "service", "update", "reverse", "--scale-min", "1")
 	})
 
 	t.Run("gateway pod deleted under load", func(t *testing.T) {
