@@ -883,16 +883,26 @@ func (c *clusterEnv) measure(ctx context.Context, s clusterSystem, script func(s
 		}
 	}
 	var req0, sends0 float64
+	var metricsErr error
 	if s.Chain != "" {
-		req0, sends0, _ = c.gatewayCounters(ctx, s.Chain)
+		req0, sends0, metricsErr = c.gatewayCounters(ctx, s.Chain)
 	}
 	c.e.Logf("cluster: %s up (host %s, revisions %s)", s.Name, d.host, strings.Join(d.revisions, " "))
+	mode := "its chain Ready"
+	if s.Chain == "" {
+		mode = "their ServerlessServices in Serve mode"
+	}
+	c.f.Notes = append(c.f.Notes, fmt.Sprintf("%s: Host %s; revisions %s, one Ready pod each on %s, %s", s.Name, d.host,
+		strings.Join(d.revisions, ", "), c.queueImage[s.Sidecar], mode))
 	start := len(c.f.Entries)
 	if err := runWrkPlan(ctx, c.e, c.f, p); err != nil {
 		return err
 	}
 	if s.Chain != "" {
 		req1, sends1, err := c.gatewayCounters(ctx, s.Chain)
+		if metricsErr != nil {
+			err = metricsErr
+		}
 		var sent int64
 		for _, en := range c.f.Entries[start:] {
 			sent += en.Requests
