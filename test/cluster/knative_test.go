@@ -55,7 +55,9 @@ func TestSprightOnKnative(t *testing.T) {
 	}
 
 	t.Run("plain service through the SPRIGHT ingress", func(t *testing.T) {
-		e.knT(t, "service", "create", "plain", "--image", httpfn, "--arg=--behavior=upper")
+		// min-scale 1: it stays up through the other subtests, so the
+		// uninstall can show its pod moving back to the stock queue-proxy.
+		e.knT(t, "service", "create", "plain", "--image", httpfn, "--arg=--behavior=upper", "--scale-min", "1")
 		code, body, err := e.curl("plain.default.example.com", "abc")
 		if err != nil || code != 200 || body != "ABC" {
 			t.Fatalf("curl plain: %d %q %v", code, body, err)
