@@ -819,7 +819,37 @@ func runCluster(ctx context.Context, e *Env, f *File) (err error) {
 			}
 		}
 	}
+	f.Notes = append(f.Notes, datapathNotes(f)...)
 	return nil
+}
+
+// datapathNotes compares the data path's CPU per request (gateway +
+// functions + sidecars, extra.datapath_us_per_request) of each pair: the
+// part of the node's CPU that the paper's per-component figures compare.
+func datapathNotes(f *File) []string {
+	var out []string
+	for _, pr := range [][2]string{{SysSkmsg, SysKnative}, {SysEProxy, SysQueueProxy}} {
+		var parts []string
+		for _, n := range f.Entries {
+			if n.System != pr[0] || n.Label != "" {
+				continue
+			}
+			d := f.Find(pr[1], n.Concurrency, "")
+			a, b := n.Extra["datapath_us_per_request"], 0.0
+			if d != nil {
+				b = d.Extra["datapath_us_per_request"]
+			}
+			if a <= 0 || b <= 0 {
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("c=%d %s / %s µs = %s", n.Concurrency, num(a), num(b), rnum(a/b)))
+		}
+		if len(parts) > 0 {
+			out = append(out, fmt.Sprintf("data-path CPU per request (gateway + functions + sidecars), %s / %s: %s",
+				pr[0], pr[1], strings.Join(parts, "; ")))
+		}
+	}
+	return out
 }
 
 // measure deploys one system, measures it and deletes it, so that the

@@ -337,6 +337,11 @@ func TestClusterRatios(t *testing.T) {
 		f.Entries = append(f.Entries, Entry{System: s, Concurrency: 8, RPS: 100, P50Ms: 1, P99Ms: 2, CPUCores: 1,
 			CPUByClass: map[string]float64{classFunctions: 1}, Requests: 1000, CPUUsPerRequest: 10})
 	}
+	f.Entries[0].Extra = map[string]float64{"datapath_us_per_request": 200}
+	f.Entries[2].Extra = map[string]float64{"datapath_us_per_request": 50}
+	if n := datapathNotes(f); len(n) != 1 || !strings.Contains(n[0], "spright-skmsg / knative: c=8 50.00 / 200.0 µs = 0.250×") {
+		t.Errorf("datapath notes %q", n)
+	}
 	var pairs []string
 	for _, r := range ratios(f) {
 		pairs = append(pairs, r.Num+"/"+r.Den)
