@@ -3,6 +3,8 @@ package cluster
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
@@ -246,12 +248,55 @@ func TestSprightOnKnative(t *testing.T) {
 			t.Skip("the chain does not work")
 		}
 		gw := strings.TrimSpace(e.kubectlT(t, "get", "pod", "-n", "spright-system", "-l", "app=spright-gateway", "-o", "jsonpath={.items[0].metadata.name}"))
+		deleted := make(chan time.Time, 1)
 		go func() {
 			time.Sleep(5 * time.Second)
+			deleted <- time.Now()
 			e.run(time.Minute, e.kubectl, "delete", "pod", "-n", "spright-system", gw, "--wait=false")
 		}()
+		// Beside wrk, one request every 100 ms tells when the chain stopped
+		// answering and when it answered again.
+		var lastOK, firstFail, backOK time.Time
+		stopProbe := make(chan struct{})
+		probed := make(chan struct{})
+		go func() {
+			defer close(probed)
+			client := &http.Client{Timeout: 2 * time.Second}
+			for {
+				select {
+				case <-stopProbe:
+					return
+				case <-time.After(100 * time.Millisecond):
+				}
+				req, _ := http.NewRequest(http.MethodPost, "http://"+ingress+"/", strings.NewReader("abc"))
+				req.Host = "hello.default.example.com"
+				resp, err := client.Do(req)
+				ok := false
+				if err == nil {
+					b, _ := io.ReadAll(resp.Body)
+					resp.Body.Close()
+					ok = resp.StatusCode == 200 && string(b) == "CBA"
+				}
+				now := time.Now()
+				switch {
+				case ok && firstFail.IsZero():
+					lastOK = now
+				case !ok && firstFail.IsZero():
+					firstFail = now
+				case ok && backOK.IsZero():
+					backOK = now
+				}
+			}
+		}()
 		r := e.wrk(t, "hello.default.example.com", 8, 30*time.Second, "-s", writeBodyScript(t))
+		close(stopProbe)
+		<-probed
+		del := <-deleted
 		t.Logf("wrk c=8 30s on the chain, gateway pod deleted at 5 s: %d requests, %d non-2xx, %d socket errors", r.requests, r.non2xx, r.socketErrors)
+		if !firstFail.IsZero() {
+			t.Logf("outage seen by a request every 100 ms: last answer %v after the delete, first failure %v after, answering again %v after (%v without answers)",
+				lastOK.Sub(del).Round(time.Millisecond), firstFail.Sub(del).Round(time.Millisecond), backOK.Sub(del).Round(time.Millisecond), backOK.Sub(lastOK).Round(time.Millisecond))
+		}
 		e.kubectlT(t, "rollout", "status", "-n", "spright-system", "daemonset/spright-gateway", "--timeout=120s")
 		waitFor(t, time.Minute, "the chain answering after the gateway restart", func() (bool, error) {
 			code, body, err := e.curl("hello.default.example.com", "abc")
@@ -316,7 +361,9 @@ func TestSprightOnKnative(t *testing.T) {
 		// The ingress left with SPRIGHT; the revision still answers through
 		// its Kubernetes Service (kube-proxy → stock queue-proxy → user
 		// container).
-		ip := strings.TrimSpace(e.kubectlT(t, "get", "service", "plain-00001", "-o", "jsonpath={.spec.clusterIP}"))
+		// The private Service selects the pods (its public twin may lead to
+		// the activator, which needs the ingress's Knative-Serving-* headers).
+		ip := strings.TrimSpace(e.kubectlT(t, "get", "service", "plain-00001-private", "-o", "jsonpath={.spec.clusterIP}"))
 		waitFor(t, time.Minute, "plain answering through its revision Service", func() (bool, error) {
 			out, err := e.run(30*time.Second, "curl", "-sS", "-m", "20", "--data-binary", "abc", "http://"+ip+"/")
 			return out == "ABC", err
