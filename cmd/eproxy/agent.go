@@ -53,7 +53,7 @@ func (s *agentState) register() bool {
 	s.mu.Unlock()
 	s.srv.SetSplicer(a)
 	s.log.Info("registered with the node agent", zap.Uint32("instance", a.Instance), zap.String("chain", a.Chain), zap.String("function", a.Function))
-	if a.Chain != "" {
+	if a.Chain != "" && s.cfg.Shim {
 		s.shimStart.Do(func() { go s.runShim(a.Chain, a.Function) })
 	}
 	return true

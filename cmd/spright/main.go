@@ -14,9 +14,13 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -158,7 +162,12 @@ func cmdFunction(args []string) error {
 	behavior := fs.String("behavior", "", "built-in behavior (see `spright behaviors`; default: the function name)")
 	st := fs.Duration("service-time", 0, "CPU time burned per message")
 	statsFile := fs.String("stats-file", "", "write counters here on exit")
+	health := fs.String("health-listen", "", "serve 200 on this address for readiness probes (default :$PORT when PORT is set: in a Knative pod, EPROXY's readiness probe dials the user port)")
 	fs.Parse(args)
+	knative := os.Getenv("PORT") != ""
+	if *health == "" && knative {
+		*health = ":" + os.Getenv("PORT")
+	}
 	if *behavior == "" {
 		*behavior = opts.Function
 	}
@@ -172,7 +181,33 @@ func cmdFunction(args []string) error {
 	defer stop()
 	stats := new(function.Stats)
 	opts.Stats = stats
+	if *health != "" {
+		ln, err := net.Listen("tcp", *health)
+		if err != nil {
+			return fmt.Errorf("health listener: %w", err)
+		}
+		srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			io.WriteString(w, "ok")
+		})}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
 	err = function.Run(ctx, opts, h)
+	// In a pod the node gateway may not know the chain yet (the controller
+	// publishes it after the members' Services exist), or may be
+	// restarting: keep trying, as EPROXY does, instead of exiting into a
+	// crash-loop back-off.
+	for backoff := 500 * time.Millisecond; err != nil && knative && ctx.Err() == nil; backoff = min(2*backoff, 5*time.Second) {
+		log.Warn("could not join the chain; retrying", zap.Error(err), zap.Duration("in", backoff))
+		select {
+		case <-ctx.Done():
+		case <-time.After(backoff):
+			err = function.Run(ctx, opts, h)
+		}
+	}
+	if ctx.Err() != nil && knative {
+		err = nil
+	}
 	if *statsFile != "" {
 		s := FunctionStats{Handled: stats.Handled.Load(), Forwarded: stats.Forwarded.Load(),
 			Returned: stats.Returned.Load(), Invalid: stats.Invalid.Load(), Failed: stats.Failed.Load()}

@@ -15,6 +15,11 @@ const (
 	AnnotationEntry    = "spright.dev/entry"
 	AnnotationRoutes   = "spright.dev/routes"
 	AnnotationProtocol = "spright.dev/protocol"
+	// AnnotationSDK "true" says the member's container is a function built
+	// with SPRIGHT's Go SDK (pkg/function) that joins the chain itself over
+	// the node's control socket, rather than an HTTP container EPROXY's
+	// shim joins for it.
+	AnnotationSDK = "spright.dev/sdk"
 )
 
 // Protocols a chain may declare.
@@ -27,6 +32,7 @@ type Member struct {
 	Entry    bool
 	Routes   []routing.Route // From = Function
 	Protocol string          // "" = not set on this member
+	SDK      bool            // joins the chain itself (AnnotationSDK)
 }
 
 // Errors, for conditions and events.
@@ -34,6 +40,7 @@ var (
 	ErrBadRoutes     = errors.New("invalid spright.dev/routes")
 	ErrBadEntry      = errors.New("invalid spright.dev/entry")
 	ErrBadProtocol   = errors.New("invalid spright.dev/protocol")
+	ErrBadSDK        = errors.New("invalid spright.dev/sdk")
 	ErrUnknownMember = errors.New("route to a function that is not a member of the chain")
 	ErrNoEntry       = errors.New("chain has no entry (spright.dev/entry: \"true\")")
 	ErrManyEntries   = errors.New("chain has more than one entry")
@@ -61,6 +68,13 @@ func Parse(function string, ann map[string]string) (m Member, ok bool, err error
 		m.Entry = true
 	default:
 		return m, true, fmt.Errorf("%w: %q (want \"true\" or \"false\")", ErrBadEntry, e)
+	}
+	switch v := strings.TrimSpace(ann[AnnotationSDK]); v {
+	case "", "false":
+	case "true":
+		m.SDK = true
+	default:
+		return m, true, fmt.Errorf("%w: %q (want \"true\" or \"false\")", ErrBadSDK, v)
 	}
 	if p := strings.TrimSpace(ann[AnnotationProtocol]); p != "" {
 		if !contains(Protocols, p) {

@@ -39,6 +39,11 @@ type Config struct {
 	// long after the last probe-path request (queue-proxy: 30s) so that
 	// load balancers notice before the listener closes.
 	DrainQuietSeconds int `envconfig:"SPRIGHT_DRAIN_QUIET_SECONDS" default:"30"`
+	// Shim: in a chain member's pod, join the chain for the user container
+	// with the HTTP shim. The pod webhook sets SPRIGHT_SHIM=false when the
+	// user container is a Go SDK function that joins the chain itself
+	// (spright.dev/sdk: "true").
+	Shim bool `envconfig:"SPRIGHT_SHIM" default:"true"`
 }
 
 // ConfigFromEnv reads the environment; a missing required variable is an

@@ -114,6 +114,7 @@ func register(opts Options, prev uint32) (*Instance, error) {
 		return nil, fmt.Errorf("function %s/%s: register: %w", opts.Chain, opts.Function, err)
 	}
 	in.log = in.log.With(zap.String("chain", opts.Chain), zap.String("function", opts.Function), zap.Uint32("instance", in.ID))
+	in.log.Info("joined the chain")
 	return in, nil
 }
 

@@ -24,7 +24,7 @@ func TestSprightOnKnative(t *testing.T) {
 	// Leftovers of an interrupted run.
 	e.run(2*time.Minute, e.kn, "service", "delete", "plain", "upper", "reverse", "scale", "--wait")
 
-	var httpfn string
+	var httpfn, sdkfn string
 	if !t.Run("install", func(t *testing.T) {
 		// docs/knative.md "Install" and "SPRIGHT as the ingress".
 		e.must(t, 15*time.Minute, e.ko, "apply", "-f", "config/")
@@ -52,6 +52,7 @@ func TestSprightOnKnative(t *testing.T) {
 		e.kubectlT(t, "patch", "configmap/config-deployment", "-n", "knative-serving", "--type", "merge",
 			"-p", fmt.Sprintf(`{"data":{"queue-sidecar-image":%q}}`, eproxy))
 		httpfn = e.koBuild(t, "./test/fixtures/httpfn")
+		sdkfn = e.koBuild(t, "./cmd/spright")
 	}) {
 		t.FailNow() // everything after needs SPRIGHT installed
 	}
@@ -103,9 +104,12 @@ func TestSprightOnKnative(t *testing.T) {
 	})
 
 	chainOK := t.Run("chain", func(t *testing.T) {
-		e.knT(t, "service", "create", "upper", "--image", httpfn, "--arg=--behavior=upper",
+		// upper is a Go SDK function (`spright function`, pkg/function)
+		// that joins the chain itself; reverse an unmodified HTTP container
+		// that EPROXY's shim joins for it.
+		e.knT(t, "service", "create", "upper", "--image", sdkfn, "--arg=function", "--arg=--behavior=upper",
 			"--annotation", "spright.dev/chain=hello", "--annotation", "spright.dev/entry=true",
-			"--annotation", "spright.dev/routes=*=reverse")
+			"--annotation", "spright.dev/routes=*=reverse", "--annotation", "spright.dev/sdk=true")
 		e.knT(t, "service", "create", "reverse", "--image", httpfn, "--arg=--behavior=reverse",
 			"--annotation", "spright.dev/chain=hello")
 		// Ready, after the controller's min-scale default made a second
@@ -119,6 +123,14 @@ func TestSprightOnKnative(t *testing.T) {
 			out, err := e.run(time.Minute, e.kubectl, "get", "chain", "hello", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 			return strings.TrimSpace(out) == "True", err
 		})
+		// The SDK function joined the chain itself; EPROXY next to it did not.
+		waitFor(t, time.Minute, "upper's SDK function joined the chain", func() (bool, error) {
+			logs, err := e.run(time.Minute, e.kubectl, "logs", "-l", "serving.knative.dev/service=upper", "-c", "user-container", "--tail=-1")
+			return strings.Contains(logs, "joined the chain"), err
+		})
+		if logs, _ := e.run(time.Minute, e.kubectl, "logs", "-l", "serving.knative.dev/service=upper", "-c", "queue-proxy", "--tail=-1"); strings.Contains(logs, "joined the chain") {
+			t.Errorf("EPROXY joined the chain for the SDK function too:\n%s", tail(logs, 20))
+		}
 		t.Logf("kn service list:\n%s", e.knT(t, "service", "list"))
 		t.Logf("kubectl get chains,pods -o wide:\n%s", e.kubectlT(t, "get", "chains,pods", "-o", "wide"))
 

@@ -15,9 +15,13 @@ package podsocket
 import (
 	"fmt"
 	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"knative.dev/serving/pkg/apis/serving"
+
+	"github.com/spright-dev/spright/pkg/chainspec"
+	"github.com/spright-dev/spright/pkg/function"
 )
 
 const (
@@ -83,8 +87,8 @@ func IsRevisionPod(pod *corev1.Pod) bool {
 
 // Patch returns the operations that give pod's queue-proxy container the
 // node's /run/spright: the spright-run hostPath volume, its read-only mount
-// in queue-proxy (no other container gets it) and, with cfg.ControlGroup,
-// that supplemental group. Nothing for pods that are not Knative revision
+// in queue-proxy (other containers get it only in an SDK chain member, see
+// sdkOps) and, with cfg.ControlGroup, that supplemental group. Nothing for pods that are not Knative revision
 // pods or have no queue-proxy container, and nothing that is already there
 // (Patch of the patched pod is empty).
 //
@@ -144,6 +148,9 @@ func Patch(pod *corev1.Pod, cfg Config) (ops []Op, warnings []string) {
 			ops = append(ops, Op{Op: "add", Path: base + "/-", Value: Mount()})
 		}
 	}
+	if chain, ok := sdkChain(pod); ok {
+		ops = append(ops, sdkOps(pod, qp, chain)...)
+	}
 	if g := cfg.ControlGroup; g != nil {
 		sc := pod.Spec.SecurityContext
 		switch {
@@ -157,6 +164,77 @@ func Patch(pod *corev1.Pod, cfg Config) (ops []Op, warnings []string) {
 		}
 	}
 	return ops, nil
+}
+
+// EnvShim is EPROXY's switch for its HTTP shim (eproxy.Config.Shim): the
+// webhook turns it off in pods whose user container joins the chain itself.
+const EnvShim = "SPRIGHT_SHIM"
+
+// sdkChain returns the gateway's name of the chain ("<namespace>.<chain>",
+// chainwatch.GatewayName) a pod's user container joins itself: its revision
+// is a chain member (spright.dev/chain) built with the Go SDK
+// (spright.dev/sdk: "true").
+func sdkChain(pod *corev1.Pod) (string, bool) {
+	chain := strings.TrimSpace(pod.Annotations[chainspec.AnnotationChain])
+	if chain == "" || strings.TrimSpace(pod.Annotations[chainspec.AnnotationSDK]) != "true" {
+		return "", false
+	}
+	return pod.Namespace + "." + chain, true
+}
+
+// sdkOps give an SDK member's user containers what function.Run needs —
+// the node's /run/spright, and SPRIGHT_CHAIN, SPRIGHT_FUNCTION (the
+// Knative Service, the function's name in the chain) and
+// SPRIGHT_CONTROL_SOCKET — and tell EPROXY not to join the chain for them.
+func sdkOps(pod *corev1.Pod, qp int, chain string) (ops []Op) {
+	env := []corev1.EnvVar{
+		{Name: function.EnvChain, Value: chain},
+		{Name: function.EnvFunction, Value: pod.Labels[serving.ServiceLabelKey]},
+		{Name: function.EnvControl, Value: MountPath + "/control.sock"},
+	}
+	for i := range pod.Spec.Containers {
+		c := &pod.Spec.Containers[i]
+		if i == qp {
+			ops = append(ops, envOps(i, c, []corev1.EnvVar{{Name: EnvShim, Value: "false"}})...)
+			continue
+		}
+		mounted := false
+		for _, m := range c.VolumeMounts {
+			mounted = mounted || m.MountPath == MountPath
+		}
+		if !mounted {
+			base := "/spec/containers/" + strconv.Itoa(i) + "/volumeMounts"
+			if len(c.VolumeMounts) == 0 {
+				ops = append(ops, Op{Op: "add", Path: base, Value: []corev1.VolumeMount{Mount()}})
+			} else {
+				ops = append(ops, Op{Op: "add", Path: base + "/-", Value: Mount()})
+			}
+		}
+		ops = append(ops, envOps(i, c, env)...)
+	}
+	return ops
+}
+
+// envOps adds the variables container i does not set yet.
+func envOps(i int, c *corev1.Container, vars []corev1.EnvVar) (ops []Op) {
+	base := "/spec/containers/" + strconv.Itoa(i) + "/env"
+	have := len(c.Env) > 0
+	for _, v := range vars {
+		set := false
+		for _, e := range c.Env {
+			set = set || e.Name == v.Name
+		}
+		if set {
+			continue
+		}
+		if !have {
+			ops = append(ops, Op{Op: "add", Path: base, Value: []corev1.EnvVar{v}})
+			have = true
+		} else {
+			ops = append(ops, Op{Op: "add", Path: base + "/-", Value: v})
+		}
+	}
+	return ops
 }
 
 func contains(s []int64, x int64) bool {

@@ -247,3 +247,54 @@ func TestVolumeAndMount(t *testing.T) {
 		t.Errorf("Mount() = %+v", m)
 	}
 }
+
+// TestPatchSDKMember: a chain member whose container is a Go SDK function
+// (spright.dev/sdk: "true") gets the socket and its chain identity in the
+// user container, and EPROXY is told not to join the chain for it; a
+// member without the annotation only gets queue-proxy's mount. Patching the
+// patched pod again changes nothing.
+func TestPatchSDKMember(t *testing.T) {
+	sdk := func(p *corev1.Pod) {
+		p.Annotations = map[string]string{"spright.dev/chain": "shop", "spright.dev/sdk": "true"}
+		p.Spec.Containers[0].Env = []corev1.EnvVar{{Name: "GREETING", Value: "hi"}}
+	}
+	got := apply(t, revisionPod(sdk), mustPatch(t, revisionPod(sdk)))
+	user, qp := got.Spec.Containers[0], got.Spec.Containers[1]
+	env := map[string]string{}
+	for _, e := range user.Env {
+		env[e.Name] = e.Value
+	}
+	if env["SPRIGHT_CHAIN"] != "default.shop" || env["SPRIGHT_FUNCTION"] != "hello" ||
+		env["SPRIGHT_CONTROL_SOCKET"] != "/run/spright/control.sock" || env["GREETING"] != "hi" {
+		t.Errorf("user container env %v", user.Env)
+	}
+	mounted := false
+	for _, m := range user.VolumeMounts {
+		mounted = mounted || (m.Name == VolumeName && m.MountPath == MountPath && m.ReadOnly)
+	}
+	if !mounted {
+		t.Errorf("user container mounts %v: no read-only %s", user.VolumeMounts, MountPath)
+	}
+	if len(qp.Env) != 1 || qp.Env[0].Name != EnvShim || qp.Env[0].Value != "false" {
+		t.Errorf("queue-proxy env %v, want %s=false", qp.Env, EnvShim)
+	}
+	if ops, _ := Patch(got, Config{}); len(ops) != 0 {
+		t.Errorf("second patch: %+v", ops)
+	}
+
+	// Without spright.dev/sdk the user container is left alone.
+	plain := func(p *corev1.Pod) { p.Annotations = map[string]string{"spright.dev/chain": "shop"} }
+	got = apply(t, revisionPod(plain), mustPatch(t, revisionPod(plain)))
+	if len(got.Spec.Containers[0].Env) != 0 || len(got.Spec.Containers[0].VolumeMounts) != 1 || len(got.Spec.Containers[1].Env) != 0 {
+		t.Errorf("HTTP member patched like an SDK one: %+v", got.Spec.Containers)
+	}
+}
+
+func mustPatch(t *testing.T, pod *corev1.Pod) []Op {
+	t.Helper()
+	ops, warnings := Patch(pod, Config{})
+	if len(warnings) > 0 {
+		t.Fatalf("warnings %v", warnings)
+	}
+	return ops
+}
