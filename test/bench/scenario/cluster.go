@@ -3,6 +3,7 @@ package scenario
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -140,6 +141,7 @@ type clusterEnv struct {
 	queueImage       map[string]string // sidecar class → image
 	httpfnImage      string
 	origQueueImage   string
+	lastQueueImage   string // what this run last set ("" before it set any)
 	domain           string // config-spright's domain ("" when unset)
 	sprightInstalled bool   // by this run
 }
@@ -299,8 +301,6 @@ func (c *clusterEnv) ensureSpright(ctx context.Context) error {
 			return err
 		}
 		c.sprightInstalled = true
-		c.f.Notes = append(c.f.Notes, "SPRIGHT was not installed on the cluster: this run installed it (ko apply -f config/, "+
-			"docs/knative.md) and left it installed")
 	}
 	for _, r := range []string{"deployment/spright-controller", "deployment/spright-webhook", "daemonset/spright-gateway"} {
 		if _, err := c.run(ctx, 4*time.Minute, c.kubectl, "rollout", "status", "-n", "spright-system", r, "--timeout=180s"); err != nil {
@@ -321,6 +321,21 @@ func (c *clusterEnv) ensureSpright(ctx context.Context) error {
 		c.f.Notes = append(c.f.Notes, fmt.Sprintf("config-network's ingress-class was %q: set to %s (docs/knative.md, "+
 			"SPRIGHT as the ingress) and left so", strings.TrimSpace(cls), sprightIngressClass))
 	}
+	if c.sprightInstalled {
+		// docs/knative.md "SPRIGHT as the ingress": the chains' KIngress of
+		// SPRIGHT's class, and (as test/cluster does) Knative's domain, so
+		// that the chain has an external host.
+		dom, err := c.knativeDomain(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := c.kube(ctx, "patch", "configmap/config-spright", "-n", "spright-system", "--type", "merge",
+			"-p", fmt.Sprintf(`{"data":{"ingress-class":%q,"domain":%q}}`, sprightIngressClass, dom)); err != nil {
+			return err
+		}
+		c.f.Notes = append(c.f.Notes, fmt.Sprintf("SPRIGHT was not installed on the cluster: this run installed it as docs/knative.md says "+
+			"(ko apply -f config/; config-spright ingress-class %s, domain %s) and left it installed", sprightIngressClass, dom))
+	}
 	out, err := c.kube(ctx, "get", "configmap/config-spright", "-n", "spright-system",
 		"-o", `jsonpath={.data.domain}{"\n"}{.data.ingress-class}`)
 	if err != nil {
@@ -331,6 +346,36 @@ func (c *clusterEnv) ensureSpright(ctx context.Context) error {
 		c.domain = strings.TrimSpace(domain)
 	}
 	return nil
+}
+
+// knativeDomain is Knative's default domain (config-domain's one key
+// without a selector; Knative's own default, svc.cluster.local, is not
+// external) — example.com on the cluster of hack/cluster-up.sh.
+func (c *clusterEnv) knativeDomain(ctx context.Context) (string, error) {
+	out, err := c.kube(ctx, "get", "configmap/config-domain", "-n", "knative-serving", "-o", "json")
+	if err != nil {
+		return "", err
+	}
+	return parseKnativeDomain([]byte(out))
+}
+
+func parseKnativeDomain(b []byte) (string, error) {
+	var cm struct {
+		Data map[string]string `json:"data"`
+	}
+	if err := json.Unmarshal(b, &cm); err != nil {
+		return "", fmt.Errorf("config-domain: %w", err)
+	}
+	var doms []string
+	for k, v := range cm.Data {
+		if k != "_example" && strings.TrimSpace(v) == "" {
+			doms = append(doms, k)
+		}
+	}
+	if len(doms) != 1 {
+		return "", fmt.Errorf("config-domain: want one domain without a selector, have %q", doms)
+	}
+	return doms[0], nil
 }
 
 // chainHost is the Host that reaches a SPRIGHT chain through the ingress:
@@ -405,6 +450,7 @@ func (c *clusterEnv) setQueueImage(ctx context.Context, img string) error {
 			"-p", fmt.Sprintf(`{"data":{"queue-sidecar-image":%q}}`, img)); err != nil {
 			return err
 		}
+		c.lastQueueImage = img
 		// The controller reconciles the revisions' Deployments after the
 		// change: give it a moment before looking for a settled cluster.
 		if err := sleepCtx(ctx, 5*time.Second); err != nil {
@@ -696,9 +742,9 @@ func (c *clusterEnv) gatewayCounters(ctx context.Context, chain string) (request
 	return requests, sends, nil
 }
 
-// foreignTests names other test runs seen on the machine (their CPU is
-// other_cpu_cores, but their short-lived processes end up unattributed).
-func foreignTests() []string {
+// otherRuns names the processes on the machine whose command line
+// contains one of patterns (the scenario's own process left out).
+func otherRuns(patterns ...string) []string {
 	ents, _ := os.ReadDir("/proc")
 	var out []string
 	for _, e := range ents {
@@ -711,7 +757,7 @@ func foreignTests() []string {
 			continue
 		}
 		cmd := strings.ReplaceAll(strings.TrimRight(string(b), "\x00"), "\x00", " ")
-		for _, pat := range []string{"cluster.test", "conformance.test", "TestIngressConformance", "/go-build"} {
+		for _, pat := range patterns {
 			if strings.Contains(cmd, pat) {
 				if len(cmd) > 80 {
 					cmd = cmd[:80] + "..."
@@ -722,6 +768,35 @@ func foreignTests() []string {
 		}
 	}
 	return out
+}
+
+// clusterUsers are the other programs that drive this cluster: test/cluster
+// (which installs and uninstalls SPRIGHT and swaps the queue sidecar) and
+// Knative's ingress conformance suite (test/conformance).
+var clusterUsers = []string{"cluster.test", "conformance.test", "TestIngressConformance"}
+
+// waitAlone waits (up to d) until no other program drives the cluster:
+// the scenario changes cluster-wide settings (the queue sidecar, SPRIGHT's
+// install) that would break them, and they would be measured with it.
+func (c *clusterEnv) waitAlone(ctx context.Context, d time.Duration) error {
+	deadline := time.Now().Add(d)
+	logged := false
+	for {
+		users := otherRuns(clusterUsers...)
+		if len(users) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the cluster is in use by other runs after waiting %v, not touching it: %s", d, strings.Join(users, "; "))
+		}
+		if !logged {
+			c.e.Logf("cluster: in use by %s; waiting (up to %v) for it to be free", strings.Join(users, "; "), d)
+			logged = true
+		}
+		if err := sleepCtx(ctx, 15*time.Second); err != nil {
+			return err
+		}
+	}
 }
 
 func runCluster(ctx context.Context, e *Env, f *File) (err error) {
@@ -736,8 +811,8 @@ func runCluster(ctx context.Context, e *Env, f *File) (err error) {
 	f.Settings = map[string]any{"concurrency": conc, "duration_s": dur.Seconds(), "idle_s": idle.Seconds(),
 		"mix": benchutil.PaperMix, "namespace": benchNS, "ingress": clusterIngress, "revision_annotations": clusterRevisionAnnotations}
 	f.Method = clusterMethod(conc, dur, idle, warm)
-	if ft := foreignTests(); len(ft) > 0 {
-		f.Notes = append(f.Notes, "other test runs on the machine at the start: "+strings.Join(ft, "; "))
+	if ft := otherRuns(append(clusterUsers, "/go-build")...); len(ft) > 0 {
+		f.Notes = append(f.Notes, "other test runs and builds on the machine at the start: "+strings.Join(ft, "; "))
 	}
 
 	c, err := clusterUp(ctx, e, f)
@@ -745,6 +820,10 @@ func runCluster(ctx context.Context, e *Env, f *File) (err error) {
 		defer c.clusterDown()
 	}
 	if err != nil {
+		return err
+	}
+	alone := Pick(e, 30*time.Minute, 5*time.Minute)
+	if err := c.waitAlone(ctx, alone); err != nil {
 		return err
 	}
 	if err := c.ensureSpright(ctx); err != nil {
@@ -773,7 +852,13 @@ func runCluster(ctx context.Context, e *Env, f *File) (err error) {
 				f.Problems = append(f.Problems, "cleanup: "+derr.Error())
 			}
 		}
-		if c.origQueueImage != "" {
+		cur, _ := c.kube(cctx, "get", "configmap/config-deployment", "-n", "knative-serving", "-o", "jsonpath={.data.queue-sidecar-image}")
+		if cur = strings.TrimSpace(cur); c.lastQueueImage != "" && cur != c.lastQueueImage {
+			// Someone else set it during the run (test/cluster's install
+			// does): theirs now, left alone.
+			f.Problems = append(f.Problems, fmt.Sprintf("queue-sidecar-image was changed by someone else during the run (to %s, "+
+				"this run had set %s): left as it is, not put back to %s; the figures after that change are suspect", cur, c.lastQueueImage, c.origQueueImage))
+		} else if c.origQueueImage != "" {
 			if rerr := c.setQueueImage(cctx, c.origQueueImage); rerr != nil {
 				f.Problems = append(f.Problems, "restoring queue-sidecar-image: "+rerr.Error())
 			} else {
@@ -786,13 +871,11 @@ func runCluster(ctx context.Context, e *Env, f *File) (err error) {
 		p := filepath.Join(e.Tmp, "cluster-"+name+".lua")
 		return p, benchutil.WriteMixScriptHeaders(p, benchutil.PaperMix, 1, headers)
 	}
-	hostSuffix := "." + benchNS + "." + "example.com"
-	if dom, err := c.kube(ctx, "get", "configmap/config-domain", "-n", "knative-serving", "-o", "go-template={{range $k, $v := .data}}{{if ne $k \"_example\"}}{{$k}}{{\"\\n\"}}{{end}}{{end}}"); err == nil {
-		if d := strings.Fields(dom); len(d) == 1 {
-			hostSuffix = "." + benchNS + "." + d[0]
-		}
+	dom, err := c.knativeDomain(ctx)
+	if err != nil {
+		return err
 	}
-	systems := clusterSystems(hostSuffix)
+	systems := clusterSystems("." + benchNS + "." + dom)
 	// Fewer swaps of the cluster-wide sidecar: the phase on the image the
 	// cluster has now goes first.
 	phases := []string{SysQueueProxy, SysEProxy}
@@ -803,6 +886,9 @@ func runCluster(ctx context.Context, e *Env, f *File) (err error) {
 		phases = []string{SysQueueProxy, SysEProxy}
 	}
 	for _, phase := range phases {
+		if err := c.waitAlone(ctx, alone); err != nil {
+			return err
+		}
 		if err := c.setQueueImage(ctx, c.queueImage[phase]); err != nil {
 			f.Problems = append(f.Problems, fmt.Sprintf("queue sidecar %s: %v", phase, err))
 			continue

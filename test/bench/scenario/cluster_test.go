@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -296,6 +297,32 @@ func TestKnCreateArgs(t *testing.T) {
 	}
 	if got := chainHost("bench-hello", benchNS, ""); got != "bench-hello-chain.spright-bench.svc.cluster.local" {
 		t.Errorf("chainHost without a domain: %s", got)
+	}
+}
+
+func TestParseKnativeDomain(t *testing.T) {
+	d, err := parseKnativeDomain([]byte(`{"data": {"_example": "...", "example.com": ""}}`))
+	if err != nil || d != "example.com" {
+		t.Errorf("got %q %v", d, err)
+	}
+	d, err = parseKnativeDomain([]byte(`{"data": {"example.com": "", "internal.example.com": "selector:\n  app: x"}}`))
+	if err != nil || d != "example.com" {
+		t.Errorf("with a selector domain: got %q %v", d, err)
+	}
+	if _, err := parseKnativeDomain([]byte(`{"data": {"_example": "..."}}`)); err == nil {
+		t.Error("no domain: want an error")
+	}
+}
+
+func TestOtherRuns(t *testing.T) {
+	cmd := exec.Command("sleep", "7.123")
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	found := otherRuns("7.123")
+	if len(found) != 1 || !strings.HasPrefix(found[0], strconv.Itoa(cmd.Process.Pid)+" sleep 7.123") {
+		t.Errorf("otherRuns = %q", found)
 	}
 }
 
