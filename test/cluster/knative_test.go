@@ -103,6 +103,40 @@ func TestSprightOnKnative(t *testing.T) {
 		}
 	})
 
+	t.Run("traffic split through the SPRIGHT ingress", func(t *testing.T) {
+		// A second revision, then 70/30 between the two (kn waits for the
+		// Route, so the KIngress is Ready with the split on every gateway).
+		e.knT(t, "service", "update", "plain", "--env", "SPLIT=second")
+		e.knT(t, "service", "update", "plain", "--traffic", "plain-00001=70", "--traffic", "plain-00002=30")
+		defer e.run(5*time.Minute, e.kn, "service", "update", "plain", "--traffic", "@latest=100")
+		before := map[string]float64{"plain-00001": e.revisionRequests(t, "plain-00001"), "plain-00002": e.revisionRequests(t, "plain-00002")}
+		client := &http.Client{Timeout: 10 * time.Second}
+		const n = 1000
+		for i := 0; i < n; i++ {
+			req, _ := http.NewRequest(http.MethodPost, "http://"+ingress+"/", strings.NewReader("abc"))
+			req.Host = "plain.default.example.com"
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != "ABC" {
+				t.Fatalf("request %d: %d %q", i, resp.StatusCode, b)
+			}
+		}
+		first := e.revisionRequests(t, "plain-00001") - before["plain-00001"]
+		second := e.revisionRequests(t, "plain-00002") - before["plain-00002"]
+		t.Logf("70/30 split over %d requests, counted by each revision's EPROXY: plain-00001 %v (%.1f%%), plain-00002 %v (%.1f%%)",
+			n, first, 100*first/n, second, 100*second/n)
+		if first+second != n {
+			t.Errorf("the revisions counted %v requests, want %d", first+second, n)
+		}
+		if share := first / n; share < 0.65 || share > 0.75 {
+			t.Errorf("plain-00001 got %.1f%% of the requests, want 70%% ± 5", 100*share)
+		}
+	})
+
 	chainOK := t.Run("chain", func(t *testing.T) {
 		// upper is a Go SDK function (`spright function`, pkg/function)
 		// that joins the chain itself; reverse an unmodified HTTP container
@@ -375,13 +409,31 @@ func TestSprightOnKnative(t *testing.T) {
 		// container).
 		// The private Service selects the pods (its public twin may lead to
 		// the activator, which needs the ingress's Knative-Serving-* headers).
-		ip := strings.TrimSpace(e.kubectlT(t, "get", "service", "plain-00001-private", "-o", "jsonpath={.spec.clusterIP}"))
+		rev := strings.TrimSpace(e.kubectlT(t, "get", "ksvc", "plain", "-o", "jsonpath={.status.latestReadyRevisionName}"))
+		ip := strings.TrimSpace(e.kubectlT(t, "get", "service", rev+"-private", "-o", "jsonpath={.spec.clusterIP}"))
 		waitFor(t, time.Minute, "plain answering through its revision Service", func() (bool, error) {
 			out, err := e.run(30*time.Second, "curl", "-sS", "-m", "20", "--data-binary", "abc", "http://"+ip+"/")
 			return out == "ABC", err
 		})
 		e.knT(t, "service", "delete", "plain", "scale", "--wait")
 	})
+}
+
+// revisionRequests sums eproxy_requests_total over a revision's pods (each
+// EPROXY's Prometheus port, 9091 on the pod IP).
+func (e *env) revisionRequests(t *testing.T, revision string) float64 {
+	t.Helper()
+	ips := strings.Fields(e.kubectlT(t, "get", "pods", "-l", "serving.knative.dev/revision="+revision,
+		"-o", "jsonpath={range .items[*]}{.status.podIP}{\" \"}{end}"))
+	total := 0.0
+	for _, ip := range ips {
+		for k, v := range promText(t, "http://"+ip+":9091/metrics") {
+			if strings.HasPrefix(k, "eproxy_requests_total{") {
+				total += v
+			}
+		}
+	}
+	return total
 }
 
 // stockQueue is config-deployment's queue-sidecar-image before the swap.
