@@ -34,6 +34,7 @@ type snapshot struct {
 	proxiedRequests, proxiedBusy uint64
 	// Knative's probes the kernel counted as requests (see Window.Probes).
 	probes, probeBusy uint64
+	inflight          int64 // at the snapshot, proxied included
 }
 
 // Window turns an instance's cumulative eBPF counters into Knative Stats.
@@ -89,13 +90,14 @@ func (w *Window) Stat() (metrics.Stat, error) {
 		if err != nil {
 			return metrics.Stat{}, fmt.Errorf("eproxy: read counters: %w", err)
 		}
-		s := snapshot{at: now, requests: m.RequestsIn, busy: m.BusyNsAt(now)}
+		s := snapshot{at: now, requests: m.RequestsIn, busy: m.BusyNsAt(now), inflight: m.Inflight}
 		if w.Probes != nil {
 			s.probes, s.probeBusy = w.Probes()
 		}
 		if w.Proxied != nil {
 			if pm, err := w.Proxied(); err == nil {
 				s.proxiedRequests, s.proxiedBusy = pm.RequestsIn, pm.BusyNsAt(now)
+				s.inflight += pm.Inflight
 				s.requests += s.proxiedRequests
 				s.busy += s.proxiedBusy
 			}
@@ -119,12 +121,17 @@ func (w *Window) Stat() (metrics.Stat, error) {
 		return st, nil
 	}
 	requests, busy := w.last.requests-w.prev.requests, w.last.busy-w.prev.busy
-	if probes := w.last.probes - w.prev.probes; probes >= requests {
-		// Only probes arrived (or a probe counted in an earlier window
-		// was answered in this one): nothing for the autoscaler.
-		requests, busy = 0, 0
+	probes := w.last.probes - w.prev.probes
+	requests -= min(requests, probes)
+	if probes > 0 && requests == 0 && w.prev.inflight == 0 && w.last.inflight == 0 {
+		// Only probes arrived, and nothing was in flight at either end:
+		// all of the window's in-flight time was theirs. Exactly zero, so
+		// an idle revision can scale to zero.
+		busy = 0
 	} else {
-		requests -= probes
+		// Requests in flight across the window (long ones, or arrivals
+		// next to the probes) keep their time; the probes' answering time
+		// is taken off.
 		busy -= min(busy, w.last.probeBusy-w.prev.probeBusy)
 	}
 	st.AverageConcurrentRequests = float64(busy) / float64(dt)

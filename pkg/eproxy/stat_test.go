@@ -341,3 +341,40 @@ func TestWindowOneHertzReaderGetsFreshWindows(t *testing.T) {
 		}
 	}
 }
+
+// TestWindowProbesKeepLongRequests: taking probes off must not take off a
+// request that stays in flight across windows with no new arrival (it was
+// zeroed by the first version of the probe correction), and a window with
+// only probes and nothing in flight reports exactly nothing.
+func TestWindowProbesKeepLongRequests(t *testing.T) {
+	t0 := 1000 * sec
+	w, fc, clk := newTestWindow(t, "pod-a", t0, bpf.InstanceMetrics{RequestsIn: 10, ResponsesOut: 9, Inflight: 1, LastNs: t0, BusyNs: 5 * sec})
+	var probes, probeBusy uint64
+	w.Probes = func() (uint64, uint64) { return probes, probeBusy }
+	mustStat(t, w) // first look
+
+	// One long request in flight the whole second, no arrival, no probe.
+	clk.advance(time.Second)
+	if st := mustStat(t, w); !near(st.AverageConcurrentRequests, 1) || st.RequestCount != 0 {
+		t.Errorf("long request alone: %+v, want concurrency 1, no requests", st)
+	}
+	// The same with a probe next to it (answered in 1 ms; the kernel saw it
+	// in flight for 1 ms too).
+	fc.set(bpf.InstanceMetrics{RequestsIn: 11, ResponsesOut: 10, Inflight: 1, LastNs: t0 + 2*sec, BusyNs: 5*sec + 2*sec + uint64(time.Millisecond)})
+	probes, probeBusy = 1, uint64(time.Millisecond)
+	clk.advance(time.Second)
+	if st := mustStat(t, w); !near(st.AverageConcurrentRequests, 1) || st.RequestCount != 0 {
+		t.Errorf("long request and a probe: %+v, want concurrency 1, no requests", st)
+	}
+	// The long request ends; then a second with only a probe, which the
+	// kernel saw a little longer than EPROXY measured it.
+	fc.set(bpf.InstanceMetrics{RequestsIn: 11, ResponsesOut: 11, Inflight: 0, LastNs: t0 + 3*sec, BusyNs: 5*sec + 3*sec + uint64(time.Millisecond)})
+	clk.advance(time.Second)
+	mustStat(t, w)
+	fc.set(bpf.InstanceMetrics{RequestsIn: 12, ResponsesOut: 12, Inflight: 0, LastNs: t0 + 4*sec - sec/2, BusyNs: 5*sec + 3*sec + uint64(3*time.Millisecond)})
+	probes, probeBusy = 2, uint64(time.Millisecond+1500*time.Microsecond)
+	clk.advance(time.Second)
+	if st := mustStat(t, w); st.AverageConcurrentRequests != 0 || st.RequestCount != 0 {
+		t.Errorf("only a probe: %+v, want exactly zero", st)
+	}
+}
