@@ -275,17 +275,20 @@ func clusterUp(ctx context.Context, e *Env, f *File) (*clusterEnv, error) {
 	return c, nil
 }
 
-// clusterDown takes down a cluster this run brought up (unless
-// SPRIGHT_CLUSTER_KEEP is set), as test/cluster does.
+// clusterDown takes down a cluster this run brought up only when
+// SPRIGHT_CLUSTER_DOWN is set: the cluster is shared (test/cluster, the
+// conformance suite, people) and someone may have started using it while
+// the benchmark ran, so by default it stays up (make cluster-down).
 func (c *clusterEnv) clusterDown() {
 	if !c.started {
 		return
 	}
-	if os.Getenv("SPRIGHT_CLUSTER_KEEP") != "" {
-		c.f.Notes = append(c.f.Notes, "the cluster was brought up by this run and left up (SPRIGHT_CLUSTER_KEEP)")
+	if os.Getenv("SPRIGHT_CLUSTER_DOWN") == "" {
+		c.f.Notes = append(c.f.Notes, "the cluster was brought up by this run (hack/cluster-up.sh) and left up: "+
+			"make cluster-down removes it (SPRIGHT_CLUSTER_DOWN=1 makes the scenario do it)")
 		return
 	}
-	c.e.Logf("cluster: hack/cluster-down.sh (this run brought it up)")
+	c.e.Logf("cluster: hack/cluster-down.sh (this run brought it up, SPRIGHT_CLUSTER_DOWN is set)")
 	if out, err := exec.Command(filepath.Join(c.root, "hack/cluster-down.sh")).CombinedOutput(); err != nil {
 		c.f.Problems = append(c.f.Problems, fmt.Sprintf("cluster-down: %v\n%s", err, lastLines(string(out), 20)))
 	}
@@ -989,10 +992,7 @@ func (c *clusterEnv) measure(ctx context.Context, s clusterSystem, script func(s
 		return nil
 	}
 	p.Extra = func(en *Entry, u cpuUse) {
-		var dp float64
-		for _, k := range dataPathClasses {
-			dp += u.ByClass[k]
-		}
+		dp := dataPathCores(u.ByClass)
 		en.Extra = map[string]float64{"datapath_cores": dp}
 		if en.Requests > 0 {
 			en.Extra["datapath_us_per_request"] = dp * u.Wall.Seconds() / float64(en.Requests) * 1e6
@@ -1003,6 +1003,8 @@ func (c *clusterEnv) measure(ctx context.Context, s clusterSystem, script func(s
 	if s.Chain != "" {
 		req0, sends0, metricsErr = c.gatewayCounters(ctx, s.Chain)
 	}
+	since := time.Now().UTC().Format(time.RFC3339)
+	defer c.noteLogErrors(s, since)
 	c.e.Logf("cluster: %s up (host %s, revisions %s)", s.Name, d.host, strings.Join(d.revisions, " "))
 	mode := "its chain Ready"
 	if s.Chain == "" {
@@ -1033,6 +1035,53 @@ func (c *clusterEnv) measure(ctx context.Context, s clusterSystem, script func(s
 		}
 	}
 	return nil
+}
+
+// noteLogErrors notes the error lines the gateway and the system's pods
+// logged since the system's runs began (read before its services go).
+func (c *clusterEnv) noteLogErrors(s clusterSystem, since string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	logs := func(ns, selector string) string {
+		out, err := c.kube(ctx, "logs", "-n", ns, "-l", selector, "--all-containers", "--prefix", "--since-time="+since, "--tail=-1")
+		if err != nil {
+			return err.Error()
+		}
+		return out
+	}
+	check := func(what, text string) {
+		if n, first := logErrorLines(text); n > 0 {
+			c.f.Notes = append(c.f.Notes, fmt.Sprintf("%s: %s logged %d error line(s) during its runs; first: %s", s.Name, what, n, first))
+		}
+	}
+	check("the gateway", logs("spright-system", "app=spright-gateway"))
+	for _, svc := range s.Services {
+		check(svc.Name, logs(benchNS, "serving.knative.dev/service="+svc.Name))
+	}
+}
+
+// logErrorLines counts a log's error lines: zap's and Knative's error and
+// warning levels, net/http's server and proxy messages ("http: ..."),
+// panics.
+func logErrorLines(text string) (int, string) {
+	n, first := 0, ""
+	for _, l := range strings.Split(text, "\n") {
+		ll := strings.ToLower(l)
+		hit := strings.Contains(ll, `"level":"error"`) || strings.Contains(ll, `"level":"warn"`) ||
+			strings.Contains(ll, `"severity":"error"`) || strings.Contains(ll, `"severity":"warning"`) ||
+			strings.Contains(ll, `http: `) || strings.Contains(ll, "panic")
+		if !hit {
+			continue
+		}
+		if n == 0 {
+			first = l
+			if len(first) > 300 {
+				first = first[:300] + "..."
+			}
+		}
+		n++
+	}
+	return n, first
 }
 
 // clusterMethod is the scenario's description for RESULTS.md.
@@ -1070,7 +1119,9 @@ func clusterMethod(conc []int, dur, idle, warm time.Duration) []string {
 			"and work foreign to the cluster (other namespaces' pods, other host processes: *other*). cpu by class splits it by pod cgroup " +
 			"(functions, queue-proxy/eproxy: the measured services' containers; gateway; knative; spright-control) and host process " +
 			"(kubernetes: cluster-up's components, containerd's shims, kube-system pods, sandboxes; kernel: kernel threads); unattributed is busy time " +
-			"no live process had (irq/softirq, processes born and gone within the window). extra.datapath_cores is gateway + functions + sidecar: " +
-			"the part of the node a request crosses. The node has only the machine's cores, shared with wrk and everything else.",
+			"no live process had (irq/softirq, processes born and gone within the window). extra.datapath_cores is the node minus the control planes " +
+			"(kubernetes, knative, spright-control): gateway + functions + sidecar + kernel + unattributed, what the requests cost (EPROXY's " +
+			"spliced connections are forwarded by the kernel: their cost is in kernel/unattributed, not in the eproxy process). " +
+			"The node has only the machine's cores, shared with wrk and everything else.",
 	}
 }

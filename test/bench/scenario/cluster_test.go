@@ -188,6 +188,9 @@ func TestNodeAdjust(t *testing.T) {
 	if u.ByClass[classOther] != 0.1 {
 		t.Error("nodeAdjust changed its argument's map")
 	}
+	if dp := dataPathCores(a.ByClass); !near(dp, 0.3+0.2+(1.5-1.0-0.4-0.05)) {
+		t.Errorf("data path %v: want functions + gateway + unattributed, without kubernetes", dp)
+	}
 	// Processes counted more than the host's busy time (tick rounding):
 	// no negative remainder.
 	b := nodeAdjust(cpuUse{Host: 0.5, ByClass: map[string]float64{classFunctions: 0.6}}, 0)
@@ -323,6 +326,17 @@ func TestOtherRuns(t *testing.T) {
 	found := otherRuns("7.123")
 	if len(found) != 1 || !strings.HasPrefix(found[0], strconv.Itoa(cmd.Process.Pid)+" sleep 7.123") {
 		t.Errorf("otherRuns = %q", found)
+	}
+}
+
+func TestLogErrorLines(t *testing.T) {
+	text := `{"level":"info","msg":"gateway ready"}
+{"level":"info","logger":"http","msg":"http: proxy error: read tcp 10.244.0.5:1234->10.244.0.9:8012: read: connection reset by peer"}
+{"severity":"ERROR","message":"error reverse proxying request"}
+{"level":"info","msg":"fine"}`
+	n, first := logErrorLines(text)
+	if n != 2 || !strings.Contains(first, "proxy error") {
+		t.Errorf("got %d, first %q", n, first)
 	}
 }
 

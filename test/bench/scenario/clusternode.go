@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -354,6 +355,21 @@ func nodeAdjust(u cpuUse, loadgen float64) cpuUse {
 	return u
 }
 
-// dataPathClasses are the classes a request crosses (the rest of the node
-// is the cluster's own upkeep, the same for every system).
-var dataPathClasses = []string{classGateway, classFunctions, SysQueueProxy, SysEProxy}
+// controlPlaneClasses are the cluster's own upkeep, the same for every
+// system: the node's CPU without them is what the requests cost.
+var controlPlaneClasses = []string{classKubernetes, classKnative, classSprightCtl}
+
+// dataPathCores is the node's CPU (by class, as nodeAdjust leaves it)
+// without the control planes: the gateway, the functions, the sidecars
+// and the kernel's share (softirq networking, and the sockmap splicing
+// that forwards EPROXY's connections, run in kernel threads or as
+// unattributed time).
+func dataPathCores(byClass map[string]float64) float64 {
+	var dp float64
+	for c, v := range byClass {
+		if c != classOther && !slices.Contains(controlPlaneClasses, c) {
+			dp += v
+		}
+	}
+	return dp
+}
