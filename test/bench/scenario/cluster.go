@@ -1074,14 +1074,42 @@ func logErrorLines(text string) (int, string) {
 			continue
 		}
 		if n == 0 {
-			first = l
-			if len(first) > 300 {
-				first = first[:300] + "..."
-			}
+			first = logLineSummary(l)
 		}
 		n++
 	}
 	return n, first
+}
+
+// logLineSummary shortens a log line: a JSON line (after kubectl's
+// "[pod/...] " prefix) to its message and error fields, which Knative's
+// lines carry after a long sockstat dump.
+func logLineSummary(l string) string {
+	prefix, rest := "", l
+	if strings.HasPrefix(l, "[") {
+		if i := strings.Index(l, "] "); i > 0 {
+			prefix, rest = l[:i+2], l[i+2:]
+		}
+	}
+	var m map[string]any
+	if json.Unmarshal([]byte(rest), &m) == nil {
+		msg, _ := m["message"].(string)
+		if msg == "" {
+			msg, _ = m["msg"].(string)
+		}
+		msg, _, _ = strings.Cut(msg, ";")
+		if e, ok := m["error"].(string); ok {
+			msg += ": " + e
+		}
+		if msg != "" {
+			rest = msg
+		}
+	}
+	out := prefix + rest
+	if len(out) > 400 {
+		out = out[:400] + "..."
+	}
+	return out
 }
 
 // clusterMethod is the scenario's description for RESULTS.md.

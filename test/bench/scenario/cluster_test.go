@@ -335,8 +335,14 @@ func TestLogErrorLines(t *testing.T) {
 {"severity":"ERROR","message":"error reverse proxying request"}
 {"level":"info","msg":"fine"}`
 	n, first := logErrorLines(text)
-	if n != 2 || !strings.Contains(first, "proxy error") {
+	if n != 2 || first != "http: proxy error: read tcp 10.244.0.5:1234->10.244.0.9:8012: read: connection reset by peer" {
 		t.Errorf("got %d, first %q", n, first)
+	}
+	// Knative's queue-proxy: the error after a long sockstat dump.
+	qp := `[pod/x/queue-proxy] {"severity":"ERROR","logger":"queueproxy","message":"error reverse proxying request; sockstat: sockets: used 74\nTCP: inuse 24 ` +
+		strings.Repeat("x", 500) + `","error":"net/http: HTTP/1.x transport connection broken: http: ContentLength=10240 with Body length 0"}`
+	if _, first := logErrorLines(qp); first != "[pod/x/queue-proxy] error reverse proxying request: net/http: HTTP/1.x transport connection broken: http: ContentLength=10240 with Body length 0" {
+		t.Errorf("queue-proxy line: %q", first)
 	}
 }
 
