@@ -934,7 +934,7 @@ func datapathNotes(f *File) []string {
 			parts = append(parts, fmt.Sprintf("c=%d %s / %s µs = %s", n.Concurrency, num(a), num(b), rnum(a/b)))
 		}
 		if len(parts) > 0 {
-			out = append(out, fmt.Sprintf("data-path CPU per request (gateway + functions + sidecars), %s / %s: %s",
+			out = append(out, fmt.Sprintf("data-path CPU per request (extra.datapath_us_per_request: the node without the control planes), %s / %s: %s",
 				pr[0], pr[1], strings.Join(parts, "; ")))
 		}
 	}
@@ -1061,16 +1061,18 @@ func (c *clusterEnv) noteLogErrors(s clusterSystem, since string) {
 }
 
 // logErrorLines counts a log's error lines: zap's and Knative's error and
-// warning levels, net/http's server and proxy messages ("http: ..."),
-// panics.
+// warning levels, net/http's server and proxy messages ("http: ...",
+// "httputil: ..."), panics. Requests canceled by their client ("context
+// canceled": wrk stopping with requests in flight at the end of each
+// window) are not counted.
 func logErrorLines(text string) (int, string) {
 	n, first := 0, ""
 	for _, l := range strings.Split(text, "\n") {
 		ll := strings.ToLower(l)
 		hit := strings.Contains(ll, `"level":"error"`) || strings.Contains(ll, `"level":"warn"`) ||
 			strings.Contains(ll, `"severity":"error"`) || strings.Contains(ll, `"severity":"warning"`) ||
-			strings.Contains(ll, `http: `) || strings.Contains(ll, "panic")
-		if !hit {
+			strings.Contains(ll, `http: `) || strings.Contains(ll, `httputil: `) || strings.Contains(ll, "panic")
+		if !hit || strings.Contains(ll, "context canceled") {
 			continue
 		}
 		if n == 0 {

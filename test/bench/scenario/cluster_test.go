@@ -333,9 +333,11 @@ func TestLogErrorLines(t *testing.T) {
 	text := `{"level":"info","msg":"gateway ready"}
 {"level":"info","logger":"http","msg":"http: proxy error: read tcp 10.244.0.5:1234->10.244.0.9:8012: read: connection reset by peer"}
 {"severity":"ERROR","message":"error reverse proxying request"}
+{"severity":"ERROR","message":"error reverse proxying request; sockstat: ...","error":"context canceled"}
+{"level":"info","msg":"httputil: ReverseProxy read error during body copy: unexpected EOF"}
 {"level":"info","msg":"fine"}`
 	n, first := logErrorLines(text)
-	if n != 2 || first != "http: proxy error: read tcp 10.244.0.5:1234->10.244.0.9:8012: read: connection reset by peer" {
+	if n != 3 || first != "http: proxy error: read tcp 10.244.0.5:1234->10.244.0.9:8012: read: connection reset by peer" {
 		t.Errorf("got %d, first %q", n, first)
 	}
 	// Knative's queue-proxy: the error after a long sockstat dump.
@@ -386,7 +388,7 @@ func TestClusterRatios(t *testing.T) {
 	}
 	f.Entries[0].Extra = map[string]float64{"datapath_us_per_request": 200}
 	f.Entries[2].Extra = map[string]float64{"datapath_us_per_request": 50}
-	if n := datapathNotes(f); len(n) != 1 || !strings.Contains(n[0], "spright-skmsg / knative: c=8 50.00 / 200.0 µs = 0.250×") {
+	if n := datapathNotes(f); len(n) != 1 || !strings.Contains(n[0], "control planes), spright-skmsg / knative: c=8 50.00 / 200.0 µs = 0.250×") {
 		t.Errorf("datapath notes %q", n)
 	}
 	var pairs []string
