@@ -42,8 +42,11 @@ const (
 	// knativeCoreYAML is what hack/knative-install.sh applied: it holds
 	// the stock queue-proxy image.
 	knativeCoreYAML = "/var/lib/spright-cluster/knative-serving-core.yaml"
-	// benchChain is the SPRIGHT chain's name.
-	benchChain = "bench-hello"
+	// benchChain and benchChainSDK are the SPRIGHT chains' names.
+	benchChain    = "bench-hello"
+	benchChainSDK = "bench-hello-sdk"
+	// SysSDK is the SPRIGHT chain of Go SDK functions (spright.dev/sdk).
+	SysSDK = "spright-sdk"
 )
 
 // The annotations every measured revision gets (kn --annotation-revision).
@@ -56,19 +59,26 @@ var clusterRevisionAnnotations = []string{
 	"autoscaling.knative.dev/target-burst-capacity=0",
 }
 
-// benchService is one Knative Service of the scenario (httpfn).
+// benchService is one Knative Service of the scenario (httpfn, or a Go SDK
+// function when SDK).
 type benchService struct {
-	Name     string
+	Name string
+	// Behavior is httpfn's --behavior ("" for none).
 	Behavior string
-	// Args are more httpfn arguments.
+	// Args are more container arguments.
 	Args []string
+	// SDK: the image is cmd/spright (`spright function ...` in Args).
+	SDK bool
 	// Annotations go on the Service and its revisions (kn --annotation).
 	Annotations []string
 }
 
 // knCreateArgs is the `kn service create` command line of s.
 func knCreateArgs(ns, image string, s benchService) []string {
-	args := []string{"service", "create", s.Name, "-n", ns, "--image", image, "--arg=--behavior=" + s.Behavior}
+	args := []string{"service", "create", s.Name, "-n", ns, "--image", image}
+	if s.Behavior != "" {
+		args = append(args, "--arg=--behavior="+s.Behavior)
+	}
 	for _, a := range s.Args {
 		args = append(args, "--arg="+a)
 	}
@@ -83,7 +93,7 @@ func knCreateArgs(ns, image string, s benchService) []string {
 
 // clusterSystem is one system measured on the cluster.
 type clusterSystem struct {
-	Name     string // SysKnative, SysSkmsg, SysQueueProxy, SysEProxy
+	Name     string // SysKnative, SysSkmsg, SysSDK, SysQueueProxy, SysEProxy
 	Sidecar  string // the queue sidecar its revisions need: SysQueueProxy or SysEProxy
 	Services []benchService
 	// Entry is the service whose host the requests carry ("" for a chain:
@@ -125,6 +135,13 @@ func clusterSystems(hostSuffix string) []clusterSystem {
 					"spright.dev/chain=" + benchChain, "spright.dev/entry=true", "spright.dev/routes=*=bench-sp-reverse"}},
 				{Name: "bench-sp-reverse", Behavior: "reverse", Annotations: []string{"spright.dev/chain=" + benchChain}},
 			}},
+		{Name: SysSDK, Sidecar: SysEProxy, Chain: benchChainSDK, Answer: helloAnswer,
+			Services: []benchService{
+				{Name: "bench-sdk-upper", SDK: true, Args: []string{"function", "--behavior=upper"}, Annotations: []string{
+					"spright.dev/chain=" + benchChainSDK, "spright.dev/entry=true", "spright.dev/routes=*=bench-sdk-reverse", "spright.dev/sdk=true"}},
+				{Name: "bench-sdk-reverse", SDK: true, Args: []string{"function", "--behavior=reverse"}, Annotations: []string{
+					"spright.dev/chain=" + benchChainSDK, "spright.dev/sdk=true"}},
+			}},
 		{Name: SysEProxy, Sidecar: SysEProxy, Entry: "bench-plain-ep", Answer: echoAnswer,
 			Services: []benchService{{Name: "bench-plain-ep", Behavior: "echo"}}},
 	}
@@ -140,6 +157,7 @@ type clusterEnv struct {
 	started          bool
 	queueImage       map[string]string // sidecar class → image
 	httpfnImage      string
+	sdkImage         string // cmd/spright
 	origQueueImage   string
 	lastQueueImage   string // what this run last set ("" before it set any)
 	domain           string // config-spright's domain ("" when unset)
@@ -403,6 +421,9 @@ func (c *clusterEnv) images(ctx context.Context) error {
 	if c.httpfnImage, err = build("./test/fixtures/httpfn"); err != nil {
 		return err
 	}
+	if c.sdkImage, err = build("./cmd/spright"); err != nil {
+		return err
+	}
 	if c.queueImage[SysEProxy], err = build("./cmd/eproxy"); err != nil {
 		return err
 	}
@@ -434,7 +455,7 @@ func (c *clusterEnv) images(ctx context.Context) error {
 		return fmt.Errorf("no stock queue-proxy image: not in %s, and config-deployment has %q", knativeCoreYAML, c.origQueueImage)
 	}
 	c.queueImage[SysQueueProxy] = stock
-	c.f.Settings["images"] = map[string]string{"httpfn": c.httpfnImage, "eproxy": c.queueImage[SysEProxy],
+	c.f.Settings["images"] = map[string]string{"httpfn": c.httpfnImage, "spright (SDK functions)": c.sdkImage, "eproxy": c.queueImage[SysEProxy],
 		"queue-proxy": stock, "gateway (installed)": installed, "queue-sidecar-image before the run": c.origQueueImage}
 	return nil
 }
@@ -615,7 +636,11 @@ func (c *clusterEnv) deploy(ctx context.Context, s clusterSystem) (*deployed, er
 	d := &deployed{sys: s}
 	for _, svc := range s.Services {
 		c.e.Logf("cluster: kn service create %s", svc.Name)
-		if _, err := c.run(ctx, 6*time.Minute, c.kn, knCreateArgs(benchNS, c.httpfnImage, svc)...); err != nil {
+		img := c.httpfnImage
+		if svc.SDK {
+			img = c.sdkImage
+		}
+		if _, err := c.run(ctx, 6*time.Minute, c.kn, knCreateArgs(benchNS, img, svc)...); err != nil {
 			return d, err
 		}
 		rev, err := c.kube(ctx, "get", "ksvc", svc.Name, "-n", benchNS, "-o", "jsonpath={.status.latestReadyRevisionName}")
@@ -917,7 +942,7 @@ func runCluster(ctx context.Context, e *Env, f *File) (err error) {
 // part of the node's CPU that the paper's per-component figures compare.
 func datapathNotes(f *File) []string {
 	var out []string
-	for _, pr := range [][2]string{{SysSkmsg, SysKnative}, {SysEProxy, SysQueueProxy}} {
+	for _, pr := range [][2]string{{SysSkmsg, SysKnative}, {SysSDK, SysKnative}, {SysEProxy, SysQueueProxy}} {
 		var parts []string
 		for _, n := range f.Entries {
 			if n.System != pr[0] || n.Label != "" {
@@ -1028,10 +1053,14 @@ func (c *clusterEnv) measure(ctx context.Context, s clusterSystem, script func(s
 		if err != nil {
 			c.f.Notes = append(c.f.Notes, fmt.Sprintf("%s: gateway metrics: %v", s.Name, err))
 		} else {
+			path := []string{"gateway"}
+			for _, svc := range s.Services { // the entry first, then its route
+				path = append(path, svc.Name)
+			}
 			c.f.Notes = append(c.f.Notes, fmt.Sprintf("%s: over its runs the gateway counted %.0f chain requests answered 200 "+
 				"(the measured windows completed %d, plus warm-up and checks) and %.0f sk_msg descriptor sends in all "+
-				"(%.1f per request: gateway → bench-sp-upper → bench-sp-reverse → gateway is 3)",
-				s.Name, req1-req0, sent, sends1-sends0, (sends1-sends0)/max(1, req1-req0)))
+				"(%.1f per request: %s → gateway is %d)",
+				s.Name, req1-req0, sent, sends1-sends0, (sends1-sends0)/max(1, req1-req0), strings.Join(path, " → "), len(path)))
 		}
 	}
 	return nil
@@ -1130,7 +1159,10 @@ func clusterMethod(conc []int, dur, idle, warm time.Duration) []string {
 		"spright-skmsg: bench-sp-upper (spright.dev/entry, routes *=bench-sp-reverse) and bench-sp-reverse in chain " + benchChain +
 			", revisions on EPROXY. A request enters the gateway with the chain's host (" + chainHost(benchChain, benchNS, "<domain>") +
 			") and crosses the chain as sk_msg descriptors to the members' EPROXY; the members are unmodified HTTP containers (httpfn) joined through EPROXY, " +
-			"so each member hop still includes one HTTP exchange over the pod's loopback (no SDK function runs in pods yet, docs/knative.md).",
+			"so each member hop still includes one HTTP exchange over the pod's loopback (EPROXY's shim).",
+		"spright-sdk: the same chain (" + benchChainSDK + ": bench-sdk-upper → bench-sdk-reverse) of Go SDK functions (`spright function --behavior upper|reverse`, " +
+			"cmd/spright built by ko, spright.dev/sdk: \"true\"): the functions join the chain themselves over the node's control socket and work on the " +
+			"descriptors' shared memory, as the paper's SPRIGHT functions do; EPROXY stays the queue sidecar (probes, Stat) without its shim.",
 		"queue-proxy / eproxy: one plain service (httpfn --behavior echo) on Knative's stock queue-proxy / on EPROXY: ingress → sidecar → httpfn.",
 		"The queue sidecar is Knative's one global setting (config-deployment queue-sidecar-image): the stock-queue-proxy systems run with it set to " +
 			"the image of Knative's own install (hack/knative-install.sh's YAML), the EPROXY systems with EPROXY built from this tree; Knative rolls " +

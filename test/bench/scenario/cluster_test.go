@@ -254,7 +254,7 @@ func TestParseClusterExports(t *testing.T) {
 
 func TestKnCreateArgs(t *testing.T) {
 	s := clusterSystems(".spright-bench.example.com")
-	if len(s) != 4 {
+	if len(s) != 5 {
 		t.Fatalf("%d systems", len(s))
 	}
 	var kn clusterSystem
@@ -283,6 +283,13 @@ func TestKnCreateArgs(t *testing.T) {
 		for _, svc := range x.Services {
 			if !strings.HasPrefix(svc.Name, "bench-") {
 				t.Errorf("service %s: not bench-", svc.Name)
+			}
+		}
+		if x.Name == SysSDK {
+			a := strings.Join(knCreateArgs(benchNS, "img", x.Services[0]), " ")
+			if !strings.Contains(a, "--image img --arg=function --arg=--behavior=upper --annotation-revision") ||
+				!strings.Contains(a, "spright.dev/sdk=true") || strings.Count(a, "--behavior") != 1 || !x.Services[0].SDK {
+				t.Errorf("SDK entry args: %s", a)
 			}
 		}
 		if x.Name == SysSkmsg {
@@ -382,7 +389,7 @@ func TestUnsettled(t *testing.T) {
 // does: spright-skmsg / knative, eproxy / queue-proxy.
 func TestClusterRatios(t *testing.T) {
 	f := &File{Scenario: "cluster"}
-	for _, s := range []string{SysKnative, SysQueueProxy, SysSkmsg, SysEProxy} {
+	for _, s := range []string{SysKnative, SysQueueProxy, SysSkmsg, SysSDK, SysEProxy} {
 		f.Entries = append(f.Entries, Entry{System: s, Concurrency: 8, RPS: 100, P50Ms: 1, P99Ms: 2, CPUCores: 1,
 			CPUByClass: map[string]float64{classFunctions: 1}, Requests: 1000, CPUUsPerRequest: 10})
 	}
@@ -395,7 +402,7 @@ func TestClusterRatios(t *testing.T) {
 	for _, r := range ratios(f) {
 		pairs = append(pairs, r.Num+"/"+r.Den)
 	}
-	if strings.Join(pairs, " ") != "spright-skmsg/knative eproxy/queue-proxy" {
+	if strings.Join(pairs, " ") != "spright-skmsg/knative spright-sdk/knative eproxy/queue-proxy" {
 		t.Errorf("pairs %v", pairs)
 	}
 }
