@@ -101,14 +101,14 @@ func (g *Gateway) activate(c *Chain, fn uint8, done <-chan struct{}) (uint32, er
 	}
 }
 
-// awaitMembers holds a request until every member of chain c has an
-// instance. Only the gateway can hold a request: a member deeper in the
-// chain that is at zero (a user-set min-scale 0) would otherwise be found
-// missing by the function before it, which can only fail the request with
-// 503 (seen on the real cluster). All missing members are poked at once, so
-// they scale up together.
-func (g *Gateway) awaitMembers(c *Chain, done <-chan struct{}) error {
-	missing := c.routes.Unserved()
+// awaitMembers holds a request with topic until every member of chain c it
+// can reach has an instance. Only the gateway can hold a request: a member
+// deeper in the chain that is at zero (a user-set min-scale 0) would
+// otherwise be found missing by the function before it, which can only fail
+// the request with 503 (seen on the real cluster). All missing members are
+// poked at once, so they scale up together.
+func (g *Gateway) awaitMembers(c *Chain, topic string, done <-chan struct{}) error {
+	missing := c.routes.Unserved(topic)
 	if len(missing) == 0 {
 		return nil
 	}

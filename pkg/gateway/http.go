@@ -86,7 +86,7 @@ func (g *Gateway) Invoke(c *Chain, topic string, body io.Reader, size int64, don
 		}
 	}
 	if err == nil && c.cfg.HoldTimeout > 0 {
-		err = g.awaitMembers(c, done)
+		err = g.awaitMembers(c, topic, done)
 	}
 	if err != nil {
 		c.pool.Free(slot)

@@ -252,27 +252,31 @@ func (t *RouteTable) FunctionName(idx uint8) (name string) {
 // is a route for it, else the wildcard, else nil.
 func (t *RouteTable) Lookup(from uint8, topic string) (itin []uint8) {
 	t.read(func(l *layout) {
-		itin = itin[:0]
-		var wild *routeEntry
-		for i := uint32(0); i < l.hdr.NRoutes && i < MaxRoutes; i++ {
-			e := &l.routes[i]
-			if e.From != from {
-				continue
-			}
-			tp := string(e.Topic[:min(e.TopicLen, maxTopicLen)])
-			if tp == topic {
-				itin = append(itin, e.To[:min(e.N, shm.MaxItinerary)]...)
-				return
-			}
-			if tp == Wildcard {
-				wild = e
-			}
-		}
-		if wild != nil {
-			itin = append(itin, wild.To[:min(wild.N, shm.MaxItinerary)]...)
-		}
+		itin = append(itin[:0], l.lookup(from, topic)...)
 	})
 	return itin
+}
+
+// lookup is Lookup on a table being read; the slice aliases the table.
+func (l *layout) lookup(from uint8, topic string) []uint8 {
+	var wild *routeEntry
+	for i := uint32(0); i < l.hdr.NRoutes && i < MaxRoutes; i++ {
+		e := &l.routes[i]
+		if e.From != from {
+			continue
+		}
+		tp := string(e.Topic[:min(e.TopicLen, maxTopicLen)])
+		if tp == topic {
+			return e.To[:min(e.N, shm.MaxItinerary)]
+		}
+		if tp == Wildcard {
+			wild = e
+		}
+	}
+	if wild != nil {
+		return wild.To[:min(wild.N, shm.MaxItinerary)]
+	}
+	return nil
 }
 
 // NextHop advances a slot's itinerary after function cur finished with
@@ -353,16 +357,37 @@ func (t *RouteTable) Pick(fn uint8, inflight InflightFunc) (uint32, error) {
 	return best, nil
 }
 
-// Unserved returns the functions (by index, the gateway excluded) that have
-// no registered instance; nil when every function has one. It allocates
-// only when some function has none.
-func (t *RouteTable) Unserved() (fns []uint8) {
+// Unserved returns the functions (by index, the gateway excluded) that a
+// request entering with topic can reach and that have no registered
+// instance; nil when every one has one. Reach follows the routes for topic
+// from the gateway on, as if every function kept the topic it was given: a
+// function that switches topics may still meet a member with no instance
+// (and answer 503). Members no request with this topic reaches are not
+// waited for, so a chain whose checkout branch is at zero still serves its
+// other requests at once. It allocates only when some function has none.
+func (t *RouteTable) Unserved(topic string) (fns []uint8) {
 	t.read(func(l *layout) {
 		fns = fns[:0]
-		for i := uint32(1); i < l.hdr.NFuncs && i < MaxFunctions; i++ {
-			if atomic.LoadUint32(&l.funcs[i].NInst) == 0 {
-				fns = append(fns, uint8(i))
+		var seen [MaxFunctions]bool
+		var stack [MaxFunctions]uint8
+		n := 0
+		push := func(to []uint8) {
+			for _, f := range to {
+				if f != Gateway && f < MaxFunctions && uint32(f) < l.hdr.NFuncs && !seen[f] {
+					seen[f] = true
+					stack[n] = f
+					n++
+				}
 			}
+		}
+		push(l.lookup(Gateway, topic))
+		for n > 0 {
+			n--
+			f := stack[n]
+			if atomic.LoadUint32(&l.funcs[f].NInst) == 0 {
+				fns = append(fns, f)
+			}
+			push(l.lookup(f, topic))
 		}
 	})
 	return fns

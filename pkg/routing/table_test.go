@@ -2,6 +2,8 @@ package routing
 
 import (
 	"errors"
+	"reflect"
+	"sort"
 	"testing"
 
 	"github.com/spright-dev/spright/pkg/shm"
@@ -168,32 +170,43 @@ func TestPickResidualCapacity(t *testing.T) {
 
 func TestUnserved(t *testing.T) {
 	rt := table(t, Spec{
-		Functions: []FunctionSpec{{Name: "upper"}, {Name: "reverse"}, {Name: "echo"}},
-		Routes:    []Route{{From: GatewayName, Topic: "*", To: []string{"upper"}}},
+		Functions: []FunctionSpec{{Name: "upper"}, {Name: "reverse"}, {Name: "echo"}, {Name: "pay"}},
+		Routes: []Route{
+			{From: GatewayName, Topic: "*", To: []string{"upper"}},
+			{From: "upper", Topic: "*", To: []string{"reverse", "echo"}},
+			{From: "upper", Topic: "checkout", To: []string{"pay"}},
+		},
 	})
 	names := func(fns []uint8) (out []string) {
 		for _, f := range fns {
 			out = append(out, rt.FunctionName(f))
 		}
+		sort.Strings(out)
 		return out
 	}
-	if got := names(rt.Unserved()); len(got) != 3 {
-		t.Fatalf("no instances: unserved %v, want all three", got)
+	if got := names(rt.Unserved("")); !reflect.DeepEqual(got, []string{"echo", "reverse", "upper"}) {
+		t.Fatalf("no instances, topic \"\": unserved %v, want echo, reverse, upper (not pay: only checkout reaches it)", got)
+	}
+	if got := names(rt.Unserved("checkout")); !reflect.DeepEqual(got, []string{"pay", "upper"}) {
+		t.Fatalf("no instances, topic checkout: unserved %v, want pay, upper", got)
 	}
 	up, _ := rt.FunctionIndex("upper")
 	echo, _ := rt.FunctionIndex("echo")
 	rt.AddInstance(up, 7)
 	rt.AddInstance(echo, 8)
-	if got := names(rt.Unserved()); len(got) != 1 || got[0] != "reverse" {
+	if got := names(rt.Unserved("")); !reflect.DeepEqual(got, []string{"reverse"}) {
 		t.Errorf("unserved %v, want [reverse]", got)
 	}
 	rev, _ := rt.FunctionIndex("reverse")
 	rt.AddInstance(rev, 9)
-	if got := rt.Unserved(); got != nil {
-		t.Errorf("every function served, yet unserved %v (want nil: no allocation on the request path)", got)
+	if got := rt.Unserved("x"); got != nil {
+		t.Errorf("every reachable function served, yet unserved %v (want nil: no allocation on the request path)", got)
+	}
+	if got := names(rt.Unserved("checkout")); !reflect.DeepEqual(got, []string{"pay"}) {
+		t.Errorf("topic checkout: unserved %v, want [pay]", got)
 	}
 	rt.RemoveInstance(rev, 9)
-	if got := names(rt.Unserved()); len(got) != 1 || got[0] != "reverse" {
+	if got := names(rt.Unserved("")); !reflect.DeepEqual(got, []string{"reverse"}) {
 		t.Errorf("after reverse left: unserved %v", got)
 	}
 }
