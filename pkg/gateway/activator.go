@@ -63,17 +63,18 @@ func (c *Chain) Activation() *Activation { return &c.act }
 // goes away (499).
 func (g *Gateway) activate(c *Chain, fn uint8, done <-chan struct{}) (uint32, error) {
 	name := c.routes.FunctionName(fn)
-	if c.cfg.HoldTimeout <= 0 {
+	lim := c.limits.Load()
+	if lim.HoldTimeout <= 0 {
 		return 0, httpErr(http.StatusServiceUnavailable, "chain %q: function %q has no ready instance", c.Name(), name)
 	}
-	if n := c.act.held.Add(1); n > int64(c.cfg.MaxHeld) {
+	if n := c.act.held.Add(1); n > int64(lim.MaxHeld) {
 		c.act.held.Add(-1)
 		c.act.HoldRejected.Add(1)
-		return 0, httpErr(http.StatusServiceUnavailable, "chain %q: function %q has no ready instance and %d requests are already waiting for one", c.Name(), name, c.cfg.MaxHeld)
+		return 0, httpErr(http.StatusServiceUnavailable, "chain %q: function %q has no ready instance and %d requests are already waiting for one", c.Name(), name, lim.MaxHeld)
 	}
 	defer c.act.held.Add(-1)
 	c.act.Held.Add(1)
-	deadline := time.NewTimer(c.cfg.HoldTimeout)
+	deadline := time.NewTimer(lim.HoldTimeout)
 	defer deadline.Stop()
 	// Like the activator's concurrency reports: poke now, then every
 	// second while requests wait, so the demand stays in the autoscaler's
@@ -94,7 +95,7 @@ func (g *Gateway) activate(c *Chain, fn uint8, done <-chan struct{}) (uint32, er
 			g.poke(c, name)
 		case <-deadline.C:
 			c.act.HoldTimeouts.Add(1)
-			return 0, httpErr(http.StatusServiceUnavailable, "chain %q: no instance of function %q became ready within %v", c.Name(), name, c.cfg.HoldTimeout)
+			return 0, httpErr(http.StatusServiceUnavailable, "chain %q: no instance of function %q became ready within %v", c.Name(), name, lim.HoldTimeout)
 		case <-done:
 			return 0, httpErr(499, "client went away while function %q was scaling up", name)
 		}

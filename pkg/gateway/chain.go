@@ -36,6 +36,29 @@ type ChainConfig struct {
 	MaxHeld     int
 }
 
+func (cfg *ChainConfig) defaults() {
+	if cfg.Mode == "" {
+		cfg.Mode = ModeSkMsg
+	}
+	if cfg.HoldTimeout > 0 && cfg.MaxHeld <= 0 {
+		cfg.MaxHeld = 100
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+}
+
+// chainLimits are the parts of a ChainConfig an update may change besides
+// the routing.
+type chainLimits struct {
+	Timeout, HoldTimeout time.Duration
+	MaxHeld              int
+}
+
+func limitsOf(cfg ChainConfig) *chainLimits {
+	return &chainLimits{Timeout: cfg.Timeout, HoldTimeout: cfg.HoldTimeout, MaxHeld: cfg.MaxHeld}
+}
+
 // result is what the receive path hands to a waiting HTTP handler.
 type result struct {
 	status int    // 0 = OK
@@ -54,7 +77,10 @@ type pending struct {
 
 // Chain is the gateway's state for one chain.
 type Chain struct {
-	cfg     ChainConfig
+	cfg ChainConfig // Name, ID, Mode, Pool: fixed for the chain's life
+	// limits are the timeouts and hold bounds in effect: an UpdateChain
+	// replaces them while requests run (each request reads them once).
+	limits  atomic.Pointer[chainLimits]
 	pool    *shm.ChainPool
 	routes  *routing.RouteTable
 	rings   *transport.Rings // poll mode only
@@ -67,6 +93,7 @@ type Chain struct {
 	Returned   atomic.Uint64 // descriptors that came back to the gateway
 	Invalid    atomic.Uint64 // descriptors dropped by the gateway's own checks
 	Reclaimed  atomic.Uint64 // slots taken back from dead instances
+	Updates    atomic.Uint64 // reconfigurations applied (UpdateChain)
 
 	act Activation // requests held for a function with no instance (activator.go)
 
@@ -92,12 +119,7 @@ func newChain(cfg ChainConfig, poolKey string, log *zap.Logger) (*Chain, error) 
 	if cfg.Mode != ModeSkMsg && cfg.Mode != ModePoll {
 		return nil, fmt.Errorf("gateway: chain %q: unknown mode %q (want %q or %q)", cfg.Name, cfg.Mode, ModeSkMsg, ModePoll)
 	}
-	if cfg.HoldTimeout > 0 && cfg.MaxHeld <= 0 {
-		cfg.MaxHeld = 100
-	}
-	if cfg.Timeout <= 0 {
-		cfg.Timeout = 30 * time.Second
-	}
+	cfg.defaults()
 	if err := cfg.Routing.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: chain %q: %w", cfg.Name, err)
 	}
@@ -125,6 +147,7 @@ func newChain(cfg ChainConfig, poolKey string, log *zap.Logger) (*Chain, error) 
 		return nil, fmt.Errorf("gateway: chain %q: %w", cfg.Name, err)
 	}
 	c := &Chain{cfg: cfg, pool: pool, routes: rt, pending: make([]pending, pool.Slots()), reopened: reopened}
+	c.limits.Store(limitsOf(cfg))
 	for i := range c.pending {
 		c.pending[i].ch = make(chan result, 1)
 	}
@@ -159,6 +182,18 @@ func (c *Chain) Routes() *routing.RouteTable { return c.routes }
 
 // Mode is the chain's delivery mode.
 func (c *Chain) Mode() string { return c.cfg.Mode }
+
+// busyOnEpoch reports whether a slot in use was dispatched on route epoch
+// e (routing.Update waits for none to be before overwriting its routes).
+func (c *Chain) busyOnEpoch(e uint16) bool {
+	for i := uint32(0); i < c.pool.Slots(); i++ {
+		h := c.pool.Header(i)
+		if atomic.LoadUint32(&h.State) == shm.SlotInUse && h.RouteEpoch == e {
+			return true
+		}
+	}
+	return false
+}
 
 // arm registers a waiter on slot and returns its channel.
 func (c *Chain) arm(slot uint32) <-chan result {

@@ -2,15 +2,15 @@ package gateway
 
 import (
 	"errors"
-	"path/filepath"
-
 	"fmt"
-	"github.com/cilium/ebpf"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/cilium/ebpf"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -229,6 +229,59 @@ func (g *Gateway) AddChain(cfg ChainConfig) (*Chain, error) {
 	g.chains[c.Name()] = c
 	g.byID[c.ID()] = c
 	return c, nil
+}
+
+// UpdateChain reconfigures chain cfg.Name while it serves: functions added
+// or removed, routes and topics, timeouts and hold bounds. Requests in
+// flight finish on the routes they were dispatched with (routing.Update's
+// two route sets); new requests take the new ones. Instances of kept
+// functions stay registered; a removed function's instances finish what
+// they hold and no new instance of it may join. The eBPF datapath needs no
+// change: its maps know chains and instances, not functions.
+//
+// What cannot change in place is refused with an error naming it: the
+// chain's ID, its delivery mode and its pool geometry (slots, slot size),
+// because members map the pool and descriptors index it. Such a change
+// needs the chain removed and added again (its requests in flight fail) or
+// a gateway restart.
+func (g *Gateway) UpdateChain(cfg ChainConfig) error {
+	c := g.Chain(cfg.Name)
+	if c == nil {
+		return fmt.Errorf("gateway: chain %q is not loaded: nothing to update", cfg.Name)
+	}
+	cfg.defaults()
+	if cfg.ID != 0 && cfg.ID != c.cfg.ID {
+		return fmt.Errorf("gateway: chain %q: id %d cannot change to %d while it serves", cfg.Name, c.cfg.ID, cfg.ID)
+	}
+	if cfg.Mode != c.cfg.Mode {
+		return fmt.Errorf("gateway: chain %q: delivery mode %q cannot change to %q while it serves", cfg.Name, c.cfg.Mode, cfg.Mode)
+	}
+	slots, size := cfg.Pool.Slots, cfg.Pool.SlotSize
+	if slots == 0 {
+		slots = shm.DefaultConfig.Slots
+	}
+	if size == 0 {
+		size = shm.DefaultConfig.SlotSize
+	}
+	if slots != c.pool.Slots() || size != c.pool.SlotSize() {
+		return fmt.Errorf("gateway: chain %q: pool geometry cannot change while it serves (%d slots of %d bytes now, %d of %d asked): "+
+			"members map the pool and descriptors index it; remove the chain and add it again, or restart the gateway",
+			cfg.Name, c.pool.Slots(), c.pool.SlotSize(), slots, size)
+	}
+	old := c.limits.Load()
+	drain := old.Timeout + time.Second
+	err := c.routes.Update(cfg.Routing, c.busyOnEpoch, drain)
+	if err != nil && !errors.Is(err, routing.ErrDrainTimeout) {
+		return fmt.Errorf("gateway: chain %q: %w", cfg.Name, err)
+	}
+	if err != nil {
+		g.log.Warn("chain updated before every request on its older routes finished", zap.String("chain", cfg.Name), zap.Error(err))
+	}
+	c.limits.Store(limitsOf(cfg))
+	c.Updates.Add(1)
+	g.log.Info("chain updated", zap.String("chain", cfg.Name), zap.Uint32("route_epoch", c.routes.Epoch()),
+		zap.Int("functions", len(cfg.Routing.Functions)), zap.Int("routes", len(cfg.Routing.Routes)), zap.Duration("timeout", cfg.Timeout))
+	return nil
 }
 
 // Chain returns a chain by name.

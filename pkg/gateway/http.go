@@ -70,6 +70,8 @@ func (g *Gateway) Invoke(c *Chain, topic string, body io.Reader, size int64, don
 	h.RequestID = c.reqID.Add(1)
 	h.StartNs = start.UnixNano()
 	h.SetTopic(topic)
+	lim := c.limits.Load()
+	c.routes.Begin(h)
 	next, err := c.routes.NextHop(h, routing.Gateway, topic)
 	if err == nil && next == routing.Gateway {
 		err = httpErr(http.StatusNotFound, "chain %q has no route for topic %q", c.Name(), topic)
@@ -78,14 +80,14 @@ func (g *Gateway) Invoke(c *Chain, topic string, body io.Reader, size int64, don
 	if err == nil {
 		inst, err = c.routes.Pick(next, g.inflight)
 		if errors.Is(err, routing.ErrNoInstance) {
-			if c.cfg.HoldTimeout > 0 {
+			if lim.HoldTimeout > 0 {
 				inst, err = g.activate(c, next, done)
 			} else {
 				err = httpErr(http.StatusServiceUnavailable, "%v", err)
 			}
 		}
 	}
-	if err == nil && c.cfg.HoldTimeout > 0 {
+	if err == nil && lim.HoldTimeout > 0 {
 		err = g.awaitMembers(c, topic, done)
 	}
 	if err != nil {
@@ -106,7 +108,7 @@ func (g *Gateway) Invoke(c *Chain, topic string, body io.Reader, size int64, don
 		return nil, httpErr(http.StatusBadGateway, "could not deliver to function %q (instance %d): %v", c.routes.FunctionName(next), inst, err)
 	}
 	c.Dispatched.Add(1)
-	timer := time.NewTimer(c.cfg.Timeout)
+	timer := time.NewTimer(lim.Timeout)
 	defer timer.Stop()
 	var r result
 	select {
@@ -114,7 +116,7 @@ func (g *Gateway) Invoke(c *Chain, topic string, body io.Reader, size int64, don
 	case <-timer.C:
 		var got bool
 		if r, got = c.abandon(slot); !got {
-			return nil, httpErr(http.StatusGatewayTimeout, "chain %q did not answer within %v", c.Name(), c.cfg.Timeout)
+			return nil, httpErr(http.StatusGatewayTimeout, "chain %q did not answer within %v", c.Name(), lim.Timeout)
 		}
 	case <-done:
 		var got bool

@@ -46,6 +46,7 @@ var (
 	descDispatched = prometheus.NewDesc("spright_gateway_dispatches_total", "Descriptors the gateway sent into the chain (one per request: the functions route among themselves).", []string{"chain"}, nil)
 	descReturned   = prometheus.NewDesc("spright_gateway_returns_total", "Descriptors returned to the gateway by the chain.", []string{"chain"}, nil)
 	descInvalid    = prometheus.NewDesc("spright_gateway_invalid_descriptors_total", "Descriptors the gateway dropped after its own checks.", []string{"chain"}, nil)
+	descUpdates    = prometheus.NewDesc("spright_gateway_chain_updates_total", "Reconfigurations applied to the chain while it served (UpdateChain): new functions, routes or timeouts.", []string{"chain"}, nil)
 	descReclaimed  = prometheus.NewDesc("spright_pool_reclaimed_slots_total", "Slots reclaimed from instances that died (and, after a restart, from the previous gateway and its members).", []string{"chain"}, nil)
 	descInstances  = prometheus.NewDesc("spright_chain_instances", "Registered instances of the chain's functions.", []string{"chain"}, nil)
 	descDrops      = prometheus.NewDesc("spright_bpf_dropped_descriptors_total", "Descriptors the sk_msg program dropped, by reason.", []string{"reason"}, nil)
@@ -54,7 +55,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (g *Gateway) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPoolFree, descPoolSlots, descDispatched, descReturned, descInvalid, descReclaimed, descInstances, descDrops, descInstSent} {
+	for _, d := range []*prometheus.Desc{descPoolFree, descPoolSlots, descDispatched, descReturned, descInvalid, descReclaimed, descUpdates, descInstances, descDrops, descInstSent} {
 		ch <- d
 	}
 	g.metricsOnce.Do(g.initMetrics)
@@ -76,6 +77,7 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descReturned, prometheus.CounterValue, float64(c.Returned.Load()), n)
 		ch <- prometheus.MustNewConstMetric(descInvalid, prometheus.CounterValue, float64(c.Invalid.Load()), n)
 		ch <- prometheus.MustNewConstMetric(descReclaimed, prometheus.CounterValue, float64(c.Reclaimed.Load()), n)
+		ch <- prometheus.MustNewConstMetric(descUpdates, prometheus.CounterValue, float64(c.Updates.Load()), n)
 		c.act.collect(ch, n)
 		ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(g.instanceCount(c)), n)
 	}

@@ -136,7 +136,7 @@ func (c *Chain) reclaimOrphan(id uint32) int { return c.reclaimOld(id, false, ni
 // the gateway was away) or overran the timeout.
 func (g *Gateway) sweepOrphans(c *Chain) {
 	defer g.wg.Done()
-	t := time.NewTimer(max(c.cfg.Timeout, time.Second))
+	t := time.NewTimer(max(c.limits.Load().Timeout, time.Second))
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/spright-dev/spright/pkg/shm"
@@ -30,7 +31,7 @@ const GatewayName = "gateway"
 // Wildcard is the default topic.
 const Wildcard = "*"
 
-const tableMagic uint32 = 0x52544231 // "RTB1"
+const tableMagic uint32 = 0x52544232 // "RTB2": two route sets
 
 type funcEntry struct {
 	Name        [MaxNameLen]byte
@@ -38,7 +39,11 @@ type funcEntry struct {
 	Concurrency uint32 // containerConcurrency; 0 = unlimited
 	NInst       uint32
 	RR          uint32 // round-robin cursor for ties (atomic)
-	Inst        [MaxInstances]uint32
+	// Removed: the function left the chain in an Update. Its index is
+	// never given to another function (requests in flight may still name
+	// it), and its instances may finish what they hold; none may join.
+	Removed uint32
+	Inst    [MaxInstances]uint32
 }
 
 type routeEntry struct {
@@ -51,16 +56,23 @@ type routeEntry struct {
 }
 
 type tableHeader struct {
-	Magic   uint32
-	Seq     uint32 // seqlock: odd while the gateway writes
-	NFuncs  uint32
-	NRoutes uint32
+	Magic  uint32
+	Seq    uint32 // seqlock: odd while the gateway writes
+	NFuncs uint32
+	// Epoch is the route set new requests start on: routes[Epoch&1].
+	// An Update writes the other set, then bumps Epoch.
+	Epoch   uint32
+	NRoutes [2]uint32
 }
 
+// The functions are shared by both route sets (an index means the same
+// function in both); the routes are double-buffered so that a request
+// keeps the routes it was dispatched with (SlotHeader.RouteEpoch) while new
+// requests take the new ones.
 type layout struct {
 	hdr    tableHeader
 	funcs  [MaxFunctions]funcEntry
-	routes [MaxRoutes]routeEntry
+	routes [2][MaxRoutes]routeEntry
 }
 
 // Size is the number of region bytes the table needs.
@@ -100,6 +112,12 @@ var (
 type RouteTable struct {
 	l  *layout
 	mu sync.Mutex // serializes writers within the gateway process
+	// epochMu orders the gateway's stamping of a request's epoch (Begin,
+	// read-locked) against an Update's switch of epoch (locked), so an
+	// Update that then finds no request on the old set really has none.
+	epochMu sync.RWMutex
+	// updateMu serializes Updates (which wait for requests to drain).
+	updateMu sync.Mutex
 }
 
 // Validate checks a Spec without writing it anywhere.
@@ -164,26 +182,151 @@ func Init(region []byte, spec Spec) (*RouteTable, error) {
 	t.l.hdr.Seq = 0
 	t.write(func(l *layout) {
 		l.hdr.Magic = tableMagic
+		l.hdr.Epoch = 0
+		l.hdr.NRoutes = [2]uint32{}
 		l.funcs = [MaxFunctions]funcEntry{}
-		l.routes = [MaxRoutes]routeEntry{}
+		l.routes = [2][MaxRoutes]routeEntry{}
 		setName(&l.funcs[0], GatewayName)
 		for i, f := range spec.Functions {
 			setName(&l.funcs[i+1], f.Name)
 			l.funcs[i+1].Concurrency = f.Concurrency
 		}
 		l.hdr.NFuncs = uint32(len(spec.Functions) + 1)
-		for i, r := range spec.Routes {
-			e := &l.routes[i]
-			e.From = idx[r.From]
-			e.TopicLen = uint8(copy(e.Topic[:], r.Topic))
-			e.N = uint8(len(r.To))
-			for j, to := range r.To {
-				e.To[j] = idx[to]
-			}
-		}
-		l.hdr.NRoutes = uint32(len(spec.Routes))
+		writeRoutes(l, 0, spec.Routes, idx)
 	})
 	return t, nil
+}
+
+// writeRoutes fills route set set from routes, names resolved by idx.
+func writeRoutes(l *layout, set uint32, routes []Route, idx map[string]uint8) {
+	rs := &l.routes[set&1]
+	*rs = [MaxRoutes]routeEntry{}
+	for i, r := range routes {
+		e := &rs[i]
+		e.From = idx[r.From]
+		e.TopicLen = uint8(copy(e.Topic[:], r.Topic))
+		e.N = uint8(len(r.To))
+		for j, to := range r.To {
+			e.To[j] = idx[to]
+		}
+	}
+	l.hdr.NRoutes[set&1] = uint32(len(routes))
+}
+
+// ErrReconfigure wraps the reasons an Update is refused.
+var ErrReconfigure = errors.New("routing: chain cannot be reconfigured in place")
+
+// Busy reports whether a request dispatched on route epoch (as stamped in
+// SlotHeader.RouteEpoch, low 16 bits) may still be in flight.
+type Busy func(epoch uint16) bool
+
+// Update replaces the chain's functions and routes while it serves.
+// Functions keep their indices (instances stay registered); new ones get
+// fresh indices; removed ones are marked Removed and their index is not
+// reused until the table is Init-ed again, so a request still in flight
+// never reaches a function it was not routed to. Routes are written into
+// the route set no request uses, then new requests are switched to it;
+// requests already dispatched finish on the routes they started with.
+//
+// Before writing, Update waits (up to drain) until busy reports no request
+// left on the epoch whose set it overwrites: the one before the current.
+// After drain it writes anyway and says so in the error it returns with
+// the table updated (ErrDrainTimeout): such requests have outlived the
+// chain's timeout and their answers are discarded by the gateway.
+func (t *RouteTable) Update(spec Spec, busy Busy, drain time.Duration) error {
+	if _, err := spec.index(); err != nil {
+		return err
+	}
+	t.updateMu.Lock()
+	defer t.updateMu.Unlock()
+
+	// Indices: existing names keep theirs, new names are appended.
+	var (
+		idx     = map[string]uint8{GatewayName: Gateway}
+		nfuncs  uint32
+		current = map[string]uint8{}
+	)
+	t.read(func(l *layout) {
+		nfuncs = min(l.hdr.NFuncs, MaxFunctions)
+		clear(current)
+		for i := uint32(1); i < nfuncs; i++ {
+			f := &l.funcs[i]
+			current[string(f.Name[:min(f.NameLen, MaxNameLen)])] = uint8(i)
+		}
+	})
+	next := nfuncs
+	var added []string
+	for _, f := range spec.Functions {
+		if i, ok := current[f.Name]; ok {
+			idx[f.Name] = i
+			continue
+		}
+		if next >= MaxFunctions {
+			return fmt.Errorf("%w: adding function %q would make %d distinct functions since the table was created, at most %d (restart the gateway to start afresh)",
+				ErrReconfigure, f.Name, next, MaxFunctions-1)
+		}
+		idx[f.Name] = uint8(next)
+		added = append(added, f.Name)
+		next++
+	}
+
+	t.epochMu.RLock()
+	epoch := atomic.LoadUint32(&t.l.hdr.Epoch)
+	t.epochMu.RUnlock()
+	var drainErr error
+	if epoch > 0 && busy != nil {
+		old := uint16(epoch - 1)
+		deadline := time.Now().Add(drain)
+		for busy(old) {
+			if !time.Now().Before(deadline) {
+				drainErr = fmt.Errorf("%w: requests dispatched on route epoch %d were still in flight after %v; their route set was overwritten",
+					ErrDrainTimeout, old, drain)
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+
+	t.write(func(l *layout) {
+		keep := map[uint8]FunctionSpec{}
+		for _, f := range spec.Functions {
+			keep[idx[f.Name]] = f
+		}
+		for i := uint32(1); i < next; i++ {
+			f := &l.funcs[i]
+			if i >= nfuncs {
+				*f = funcEntry{}
+			}
+			if fs, ok := keep[uint8(i)]; ok {
+				setName(f, fs.Name)
+				f.Concurrency = fs.Concurrency
+				atomic.StoreUint32(&f.Removed, 0)
+			} else {
+				atomic.StoreUint32(&f.Removed, 1)
+			}
+		}
+		atomic.StoreUint32(&l.hdr.NFuncs, next)
+		writeRoutes(l, epoch+1, spec.Routes, idx)
+	})
+	// Switch new requests to the new set.
+	t.epochMu.Lock()
+	atomic.StoreUint32(&t.l.hdr.Epoch, epoch+1)
+	t.epochMu.Unlock()
+	return drainErr
+}
+
+// ErrDrainTimeout: an Update overwrote a route set still in use.
+var ErrDrainTimeout = errors.New("routing: drain timed out")
+
+// Epoch is the route epoch new requests start on.
+func (t *RouteTable) Epoch() uint32 { return atomic.LoadUint32(&t.l.hdr.Epoch) }
+
+// Begin stamps a new request's slot with the current route epoch; the
+// gateway calls it before the request's first NextHop.
+func (t *RouteTable) Begin(h *shm.SlotHeader) {
+	t.epochMu.RLock()
+	h.RouteEpoch = uint16(atomic.LoadUint32(&t.l.hdr.Epoch))
+	t.epochMu.RUnlock()
 }
 
 // Open returns a reader's view of a table the gateway initialised.
@@ -221,14 +364,15 @@ func (t *RouteTable) read(fn func(*layout)) {
 	}
 }
 
-// FunctionIndex returns the index of the named function.
+// FunctionIndex returns the index of the named function; ok is false for a
+// name the chain does not have (or no longer has: Removed by an Update).
 func (t *RouteTable) FunctionIndex(name string) (idx uint8, ok bool) {
 	t.read(func(l *layout) {
 		idx, ok = 0, false
 		for i := uint32(0); i < l.hdr.NFuncs && i < MaxFunctions; i++ {
 			f := &l.funcs[i]
 			if string(f.Name[:min(f.NameLen, MaxNameLen)]) == name {
-				idx, ok = uint8(i), true
+				idx, ok = uint8(i), atomic.LoadUint32(&f.Removed) == 0
 				return
 			}
 		}
@@ -248,20 +392,26 @@ func (t *RouteTable) FunctionName(idx uint8) (name string) {
 	return name
 }
 
-// Lookup returns the itinerary for (from, topic): the exact topic if there
-// is a route for it, else the wildcard, else nil.
+// Lookup returns the itinerary for (from, topic) on the current routes: the
+// exact topic if there is a route for it, else the wildcard, else nil.
 func (t *RouteTable) Lookup(from uint8, topic string) (itin []uint8) {
+	return t.lookupEpoch(uint16(t.Epoch()), from, topic)
+}
+
+func (t *RouteTable) lookupEpoch(epoch uint16, from uint8, topic string) (itin []uint8) {
 	t.read(func(l *layout) {
-		itin = append(itin[:0], l.lookup(from, topic)...)
+		itin = append(itin[:0], l.lookup(uint32(epoch), from, topic)...)
 	})
 	return itin
 }
 
-// lookup is Lookup on a table being read; the slice aliases the table.
-func (l *layout) lookup(from uint8, topic string) []uint8 {
+// lookup is Lookup in the route set of epoch on a table being read; the
+// slice aliases the table.
+func (l *layout) lookup(epoch uint32, from uint8, topic string) []uint8 {
 	var wild *routeEntry
-	for i := uint32(0); i < l.hdr.NRoutes && i < MaxRoutes; i++ {
-		e := &l.routes[i]
+	set := epoch & 1
+	for i := uint32(0); i < l.hdr.NRoutes[set] && i < MaxRoutes; i++ {
+		e := &l.routes[set][i]
 		if e.From != from {
 			continue
 		}
@@ -280,13 +430,14 @@ func (l *layout) lookup(from uint8, topic string) []uint8 {
 }
 
 // NextHop advances a slot's itinerary after function cur finished with
-// topic: cur's own route is pushed in front of what is still pending, then
-// the first pending function is popped. Gateway means "return the result".
+// topic: cur's own route (in the request's route epoch, see Begin) is pushed
+// in front of what is still pending, then the first pending function is
+// popped. Gateway means "return the result".
 func (t *RouteTable) NextHop(h *shm.SlotHeader, cur uint8, topic string) (uint8, error) {
 	if h.Hops >= MaxHops {
 		return Gateway, ErrTooManyHops
 	}
-	route := t.Lookup(cur, topic)
+	route := t.lookupEpoch(h.RouteEpoch, cur, topic)
 	n := int(h.ItinLen)
 	if n > shm.MaxItinerary {
 		return Gateway, ErrTooManyHops
@@ -366,6 +517,7 @@ func (t *RouteTable) Pick(fn uint8, inflight InflightFunc) (uint32, error) {
 // waited for, so a chain whose checkout branch is at zero still serves its
 // other requests at once. It allocates only when some function has none.
 func (t *RouteTable) Unserved(topic string) (fns []uint8) {
+	epoch := t.Epoch()
 	t.read(func(l *layout) {
 		fns = fns[:0]
 		var seen [MaxFunctions]bool
@@ -380,14 +532,14 @@ func (t *RouteTable) Unserved(topic string) (fns []uint8) {
 				}
 			}
 		}
-		push(l.lookup(Gateway, topic))
+		push(l.lookup(epoch, Gateway, topic))
 		for n > 0 {
 			n--
 			f := stack[n]
 			if atomic.LoadUint32(&l.funcs[f].NInst) == 0 {
 				fns = append(fns, f)
 			}
-			push(l.lookup(f, topic))
+			push(l.lookup(epoch, f, topic))
 		}
 	})
 	return fns

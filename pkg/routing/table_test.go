@@ -2,9 +2,13 @@ package routing
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"sort"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/spright-dev/spright/pkg/shm"
 )
@@ -22,6 +26,7 @@ func table(t *testing.T, spec Spec) *RouteTable {
 func walk(t *testing.T, rt *RouteTable, topic string) []string {
 	t.Helper()
 	var h shm.SlotHeader
+	rt.Begin(&h)
 	var path []string
 	cur := Gateway
 	for {
@@ -208,5 +213,145 @@ func TestUnserved(t *testing.T) {
 	rt.RemoveInstance(rev, 9)
 	if got := names(rt.Unserved("")); !reflect.DeepEqual(got, []string{"reverse"}) {
 		t.Errorf("after reverse left: unserved %v", got)
+	}
+}
+
+// TestUpdateWhileInFlight: an Update changes the routes of new requests
+// only; a request dispatched before it finishes on the routes it started
+// with, and a function removed from the chain keeps its index and its
+// instances until they leave, while none may join it.
+func TestUpdateWhileInFlight(t *testing.T) {
+	rt := table(t, Spec{
+		Functions: []FunctionSpec{{Name: "upper"}, {Name: "reverse"}},
+		Routes: []Route{
+			{From: GatewayName, Topic: "*", To: []string{"upper"}},
+			{From: "upper", Topic: "*", To: []string{"reverse"}},
+		},
+	})
+	up, _ := rt.FunctionIndex("upper")
+	rev, _ := rt.FunctionIndex("reverse")
+	rt.AddInstance(rev, 42)
+
+	// A request in flight: dispatched to upper on epoch 0.
+	var old shm.SlotHeader
+	rt.Begin(&old)
+	if next, err := rt.NextHop(&old, Gateway, ""); err != nil || next != up {
+		t.Fatalf("dispatch: %d %v", next, err)
+	}
+
+	// reverse leaves, echo joins: upper now goes to echo.
+	err := rt.Update(Spec{
+		Functions: []FunctionSpec{{Name: "upper", Concurrency: 4}, {Name: "echo"}},
+		Routes: []Route{
+			{From: GatewayName, Topic: "*", To: []string{"upper"}},
+			{From: "upper", Topic: "*", To: []string{"echo"}},
+		},
+	}, func(uint16) bool { return false }, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rt.Epoch() != 1 {
+		t.Fatalf("epoch %d after one update", rt.Epoch())
+	}
+	if i, ok := rt.FunctionIndex("upper"); !ok || i != up {
+		t.Errorf("upper moved from index %d to %d (%v)", up, i, ok)
+	}
+	if _, ok := rt.FunctionIndex("reverse"); ok {
+		t.Error("a removed function is still found: its instances could register")
+	}
+	echo, ok := rt.FunctionIndex("echo")
+	if !ok || echo == rev {
+		t.Fatalf("echo got index %d (%v); reverse's index %d must not be reused", echo, ok, rev)
+	}
+	// The old request goes on to reverse, whose instance still serves it.
+	if next, err := rt.NextHop(&old, up, ""); err != nil || next != rev {
+		t.Fatalf("in-flight request after upper: %d %v, want reverse (%d)", next, err, rev)
+	}
+	if id, err := rt.Pick(rev, nil); err != nil || id != 42 {
+		t.Errorf("removed function's instance: %d %v", id, err)
+	}
+	// A new request goes to echo.
+	if got := walk(t, rt, ""); !reflect.DeepEqual(got, []string{"upper", "echo"}) {
+		t.Errorf("new request's path %v, want upper echo", got)
+	}
+	if got := rt.FunctionName(rev); got != "reverse" {
+		t.Errorf("removed function's name %q (logs and metrics still need it)", got)
+	}
+
+	// reverse comes back: its old index again, no longer removed.
+	if err := rt.Update(Spec{
+		Functions: []FunctionSpec{{Name: "upper"}, {Name: "echo"}, {Name: "reverse"}},
+		Routes:    []Route{{From: GatewayName, Topic: "*", To: []string{"upper", "reverse"}}},
+	}, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if i, ok := rt.FunctionIndex("reverse"); !ok || i != rev {
+		t.Errorf("reverse back at index %d (%v), want %d", i, ok, rev)
+	}
+	if got := walk(t, rt, ""); !reflect.DeepEqual(got, []string{"upper", "reverse"}) {
+		t.Errorf("path %v after the second update", got)
+	}
+}
+
+// TestUpdateWaitsForTheOldRouteSet: the second Update overwrites the set
+// the first one left, so it waits until no request is on it; after the
+// drain time it writes anyway and says so.
+func TestUpdateWaitsForTheOldRouteSet(t *testing.T) {
+	spec := func(to string) Spec {
+		return Spec{Functions: []FunctionSpec{{Name: "a"}, {Name: "b"}},
+			Routes: []Route{{From: GatewayName, Topic: "*", To: []string{to}}}}
+	}
+	rt := table(t, spec("a"))
+	var calls []uint16
+	if err := rt.Update(spec("b"), func(e uint16) bool { calls = append(calls, e); return true }, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if len(calls) != 0 {
+		t.Errorf("first update asked about epochs %v: set 1 was never used", calls)
+	}
+	var inFlight atomic.Bool
+	inFlight.Store(true)
+	go func() { time.Sleep(50 * time.Millisecond); inFlight.Store(false) }()
+	start := time.Now()
+	if err := rt.Update(spec("a"), func(e uint16) bool {
+		if e != 0 {
+			t.Errorf("second update waits on epoch %d, want 0", e)
+		}
+		return inFlight.Load()
+	}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if waited := time.Since(start); waited < 50*time.Millisecond {
+		t.Errorf("second update returned after %v, before the request on epoch 0 finished", waited)
+	}
+	err := rt.Update(spec("b"), func(uint16) bool { return true }, 20*time.Millisecond)
+	if !errors.Is(err, ErrDrainTimeout) {
+		t.Errorf("update with a request stuck: %v, want ErrDrainTimeout", err)
+	}
+	if got := walk(t, rt, ""); !reflect.DeepEqual(got, []string{"b"}) {
+		t.Errorf("after a drain timeout the update still applies: path %v", got)
+	}
+}
+
+func TestUpdateRefusals(t *testing.T) {
+	rt := table(t, Spec{Functions: []FunctionSpec{{Name: "a"}},
+		Routes: []Route{{From: GatewayName, Topic: "*", To: []string{"a"}}}})
+	if err := rt.Update(Spec{Functions: []FunctionSpec{{Name: "a"}},
+		Routes: []Route{{From: GatewayName, Topic: "*", To: []string{"nope"}}}}, nil, 0); !errors.Is(err, ErrUnknownFunc) {
+		t.Errorf("route to an unknown function: %v", err)
+	}
+	if rt.Epoch() != 0 {
+		t.Error("a refused update changed the epoch")
+	}
+	// Every update replaces all functions: indices run out after 63
+	// distinct names, with a clear error, and the table is unchanged.
+	var err error
+	for i := 0; i < MaxFunctions && err == nil; i++ {
+		name := fmt.Sprintf("f%d", i)
+		err = rt.Update(Spec{Functions: []FunctionSpec{{Name: name}},
+			Routes: []Route{{From: GatewayName, Topic: "*", To: []string{name}}}}, nil, 0)
+	}
+	if !errors.Is(err, ErrReconfigure) || !strings.Contains(err.Error(), "restart the gateway") {
+		t.Errorf("after %d distinct functions: %v", MaxFunctions, err)
 	}
 }

@@ -90,11 +90,14 @@ type SlotHeader struct {
 	TopicLen  uint8
 	ItinLen   uint8
 	Hops      uint16 // functions visited so far
-	_         uint16
-	StartNs   int64 // when the gateway dispatched
-	Topic     [MaxTopic]byte
-	Itinerary [MaxItinerary]uint8 // pending function indices, consumed from the end
-	_         [8]byte
+	// RouteEpoch is the route-table epoch the gateway dispatched the
+	// request on: every hop of the request follows that epoch's routes,
+	// so a chain reconfigured while it runs changes only new requests.
+	RouteEpoch uint16
+	StartNs    int64 // when the gateway dispatched
+	Topic      [MaxTopic]byte
+	Itinerary  [MaxItinerary]uint8 // pending function indices, consumed from the end
+	_          [8]byte
 }
 
 func init() {
