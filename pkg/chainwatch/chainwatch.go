@@ -50,17 +50,19 @@ type Watcher struct {
 	opts Options
 	log  *zap.Logger
 
-	mu     sync.RWMutex
-	chains map[types.NamespacedName]*loaded
+	applyMu sync.Mutex // serializes Apply and Delete
+	mu      sync.RWMutex
+	chains  map[types.NamespacedName]*loaded
 	ids    map[uint16]types.NamespacedName // chain IDs in use
 	// retired are deleted Chains whose pool the gateway still holds (it
 	// releases pools only when it restarts): a Chain created again under
 	// the same name is served with them.
 	retired map[types.NamespacedName]*loaded
 
-	// Stale counts Chain updates whose functions or routes differ from
-	// what the gateway loaded (they apply after a restart).
-	Stale atomic.Uint64
+	// Updated counts changes of a loaded chain's functions, routes or
+	// entry applied in place; UpdateRefused those the gateway refused
+	// (it then keeps serving the previous routes).
+	Updated, UpdateRefused atomic.Uint64
 }
 
 type loaded struct {
@@ -89,51 +91,67 @@ func New(g *gateway.Gateway, opts Options, log *zap.Logger) *Watcher {
 // no slash, because the name also names the chain's pool file).
 func GatewayName(key types.NamespacedName) string { return key.Namespace + "." + key.Name }
 
-// Apply loads or updates one Chain.
+// Apply loads or updates one Chain. A change of an already loaded chain's
+// functions, routes or entry is applied in place (gateway.UpdateChain):
+// requests in flight finish on the routes they started with, new ones take
+// the new routes, and no request fails because of the change.
 func (w *Watcher) Apply(c *v1alpha1.Chain) error {
 	key := types.NamespacedName{Namespace: c.Namespace, Name: c.Name}
 	if c.Spec.Entry == "" {
 		return nil // never valid: nothing to serve (its status says why)
 	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	l := w.chains[key]
+	// applyMu serializes Apply and Delete; mu guards only the maps, so
+	// requests looking up chains never wait for an update's drain.
+	w.applyMu.Lock()
+	defer w.applyMu.Unlock()
+	w.mu.RLock()
+	l, revived := w.chains[key], false
 	if l == nil && w.retired[key] != nil {
 		// Deleted and created again (kn service delete, then create): the
 		// gateway still has this chain's pool and table; serve them. Before,
 		// AddChain refused the name and the chain was never served again
 		// until the gateway restarted (seen on the real cluster).
-		l = w.retired[key]
-		delete(w.retired, key)
-		w.chains[key] = l
-		w.log.Info("chain created again: serving it with the pool and table kept from before", zap.String("chain", key.String()))
-		if w.differs(l, c) {
-			w.Stale.Add(1)
-			w.log.Warn("chain's functions or routes changed: the gateway keeps the loaded table until it restarts", zap.String("chain", key.String()))
-		}
-	} else if l == nil {
+		l, revived = w.retired[key], true
+	}
+	w.mu.RUnlock()
+
+	switch {
+	case l == nil:
 		spec := c.Spec.RoutingSpec()
 		if err := spec.Validate(); err != nil {
 			return fmt.Errorf("chain %s: published spec does not load: %w", key, err)
 		}
+		w.mu.Lock()
 		id := w.chainID(key)
-		gc, err := w.g.AddChain(gateway.ChainConfig{
-			Name: GatewayName(key), ID: id, Mode: w.opts.Mode,
-			Pool: w.opts.Pool, Routing: spec, Timeout: w.opts.Timeout,
-			HoldTimeout: w.opts.HoldTimeout, MaxHeld: w.opts.MaxHeld,
-		})
+		w.mu.Unlock()
+		gc, err := w.g.AddChain(w.config(key, id, c))
 		if err != nil {
 			return fmt.Errorf("chain %s: %w", key, err)
 		}
-		w.ids[id] = key
 		l = &loaded{chain: gc, spec: *c.Spec.DeepCopy()}
+		w.mu.Lock()
+		w.ids[id] = key
 		w.chains[key] = l
+		w.mu.Unlock()
 		w.log.Info("chain loaded", zap.String("chain", key.String()), zap.String("entry", c.Spec.Entry), zap.Int("functions", len(c.Spec.Functions)))
-	} else if w.differs(l, c) {
-		w.Stale.Add(1)
-		w.log.Warn("chain's functions or routes changed: the gateway keeps the loaded table until it restarts", zap.String("chain", key.String()))
+	case w.differs(l, c):
+		if err := w.g.UpdateChain(w.config(key, l.chain.ID(), c)); err != nil {
+			w.UpdateRefused.Add(1)
+			return fmt.Errorf("chain %s: the gateway keeps serving its previous routes: %w", key, err)
+		}
+		l.spec = *c.Spec.DeepCopy()
+		w.Updated.Add(1)
+		w.log.Info("chain updated in place", zap.String("chain", key.String()), zap.String("entry", c.Spec.Entry), zap.Int("functions", len(c.Spec.Functions)))
 	}
-	// Revisions: map the current ones, unmap those gone.
+	if revived {
+		w.mu.Lock()
+		delete(w.retired, key)
+		w.chains[key] = l
+		w.mu.Unlock()
+		w.log.Info("chain created again: serving it with the pool kept from before", zap.String("chain", key.String()))
+	}
+	// Revisions: map the current ones (after the table knows their
+	// functions, so their pods can join at once), unmap those gone.
 	var revs []types.NamespacedName
 	for _, f := range c.Spec.Functions {
 		for _, r := range f.Revisions {
@@ -149,6 +167,15 @@ func (w *Watcher) Apply(c *v1alpha1.Chain) error {
 	}
 	l.revs = revs
 	return nil
+}
+
+// config is the gateway configuration of Chain c.
+func (w *Watcher) config(key types.NamespacedName, id uint16, c *v1alpha1.Chain) gateway.ChainConfig {
+	return gateway.ChainConfig{
+		Name: GatewayName(key), ID: id, Mode: w.opts.Mode,
+		Pool: w.opts.Pool, Routing: c.Spec.RoutingSpec(), Timeout: w.opts.Timeout,
+		HoldTimeout: w.opts.HoldTimeout, MaxHeld: w.opts.MaxHeld,
+	}
 }
 
 // differs reports whether c's functions, routes or entry differ from what
@@ -175,6 +202,8 @@ func (w *Watcher) chainID(key types.NamespacedName) uint16 {
 
 // Delete stops routing a deleted Chain and unmaps its revisions.
 func (w *Watcher) Delete(key types.NamespacedName) {
+	w.applyMu.Lock()
+	defer w.applyMu.Unlock()
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	l := w.chains[key]

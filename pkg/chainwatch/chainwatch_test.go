@@ -109,17 +109,23 @@ func TestApplyLookupDelete(t *testing.T) {
 	if _, ok := g.RevisionChain(types.NamespacedName{Namespace: "ns1", Name: "cart-00002"}); !ok {
 		t.Error("cart-00002 not mapped")
 	}
-	if w.Stale.Load() != 0 {
-		t.Errorf("a revision change counted as stale")
+	if w.Updated.Load() != 0 {
+		t.Errorf("a revision change counted as an update of the routes")
 	}
-	// A route change is counted: the loaded table stays until a restart.
+	// A route change applies in place, to the same gateway chain.
 	changed := shop("cart-00002")
 	changed.Spec.Routes[1].Topic = "buy"
 	if err := w.Apply(changed); err != nil {
 		t.Fatal(err)
 	}
-	if w.Stale.Load() != 1 {
-		t.Errorf("stale %d after a route change, want 1", w.Stale.Load())
+	if w.Updated.Load() != 1 || c.Updates.Load() != 1 {
+		t.Errorf("after a route change: watcher updated %d, gateway chain updates %d, want 1 and 1", w.Updated.Load(), c.Updates.Load())
+	}
+	if w.Chain(key) != c {
+		t.Error("a route change replaced the gateway chain")
+	}
+	if fe, _ := c.Routes().FunctionIndex("frontend"); len(c.Routes().Lookup(fe, "buy")) == 0 {
+		t.Error("the new topic has no route in the gateway's table")
 	}
 
 	w.Delete(key)
@@ -191,7 +197,50 @@ func TestDeletedChainCreatedAgain(t *testing.T) {
 	if w.Lookup(r) != again {
 		t.Error("the chain's host does not find it")
 	}
-	if w.Stale.Load() != 0 {
-		t.Errorf("the same spec created again counted as stale")
+	if w.Updated.Load() != 0 {
+		t.Errorf("the same spec created again counted as an update")
+	}
+}
+
+// TestMembersAddedAndRemovedInPlace: a member joins (kn service create with
+// the chain's annotations), then another leaves: each applies to the
+// loaded chain at once, the new member's revision maps to it, the gone
+// member's revision is unmapped and its function can no longer register.
+func TestMembersAddedAndRemovedInPlace(t *testing.T) {
+	g, w := newWatcher(t)
+	key := types.NamespacedName{Namespace: "ns1", Name: "shop"}
+	if err := w.Apply(shop("cart-00001")); err != nil {
+		t.Fatal(err)
+	}
+	c := w.Chain(key)
+	grown := shop("cart-00001")
+	grown.Spec.Functions = append(grown.Spec.Functions, v1alpha1.ChainFunction{Name: "payment", Revisions: []string{"payment-00001"}})
+	grown.Spec.Routes = append(grown.Spec.Routes, v1alpha1.ChainRoute{From: "frontend", Topic: "checkout", To: []string{"payment"}})
+	if err := w.Apply(grown); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Routes().FunctionIndex("payment"); !ok {
+		t.Fatal("payment not in the gateway's table after it joined")
+	}
+	if m, ok := g.RevisionChain(types.NamespacedName{Namespace: "ns1", Name: "payment-00001"}); !ok || m.Function != "payment" {
+		t.Errorf("payment-00001 → %+v %v", m, ok)
+	}
+	shrunk := grown.DeepCopy()
+	shrunk.Spec.Functions = []v1alpha1.ChainFunction{shrunk.Spec.Functions[1], shrunk.Spec.Functions[2]} // cart leaves
+	shrunk.Spec.Routes = []v1alpha1.ChainRoute{
+		{From: "gateway", Topic: "*", To: []string{"frontend"}},
+		{From: "frontend", Topic: "*", To: []string{"payment"}},
+	}
+	if err := w.Apply(shrunk); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Routes().FunctionIndex("cart"); ok {
+		t.Error("cart still registrable after it left the chain")
+	}
+	if _, ok := g.RevisionChain(types.NamespacedName{Namespace: "ns1", Name: "cart-00001"}); ok {
+		t.Error("cart-00001 still mapped after cart left")
+	}
+	if w.Updated.Load() != 2 || w.Chain(key) != c {
+		t.Errorf("updated %d (want 2), same chain %v", w.Updated.Load(), w.Chain(key) == c)
 	}
 }

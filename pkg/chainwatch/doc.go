@@ -11,10 +11,13 @@
 // "<chain>-chain.<namespace>…" of the chain's ExternalName Service, else
 // "<chain>.<namespace>.<domain>").
 //
-// Limits: a chain's pool and route table are fixed when the gateway first
-// loads it. A later change of the chain's functions or routes is logged and
-// counted (Stale) and takes effect when the gateway restarts; revision
-// changes take effect at once. A deleted Chain stops being routed; its pool
-// is released when the gateway restarts, and a Chain created again under
-// the same name before that is served with it.
+// A change of a loaded chain's functions, routes or entry (kn service
+// update of a member's spright.dev annotations, a member added or removed)
+// is applied in place (gateway.UpdateChain): requests in flight finish on
+// the routes they started with, new requests take the new ones; revision
+// changes take effect at once. The pool's geometry is the Watcher's, the
+// same for every chain, so an update never needs a new pool. A deleted
+// Chain stops being routed; its pool is released when the gateway
+// restarts, and a Chain created again under the same name before that is
+// served with it (and its current spec).
 package chainwatch
