@@ -246,12 +246,13 @@ type wrkResult struct {
 }
 
 var wrkNumbers = struct {
-	requests, non2xx, errors, rps *regexp.Regexp
+	requests, non2xx, errors, rps, bodies *regexp.Regexp
 }{
 	regexp.MustCompile(`(\d+) requests in`),
 	regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`),
 	regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`),
 	regexp.MustCompile(`Requests/sec:\s+([\d.]+)`),
+	regexp.MustCompile(`bodies: (\d+) (\d+) wrong (\d+)`),
 }
 
 func (e *env) wrk(t *testing.T, host string, conns int, d time.Duration, extra ...string) wrkResult {

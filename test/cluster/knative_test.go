@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -380,6 +381,79 @@ func TestSprightOnKnative(t *testing.T) {
 		})
 	})
 
+	t.Run("chain changed live under load", func(t *testing.T) {
+		if !chainOK {
+			t.Skip("the chain does not work")
+		}
+		// While wrk keeps the chain busy: a member joins (echo), the
+		// entry's routes move to it (upper → echo: "ABC" instead of
+		// "CBA"), and reverse leaves the chain. Each is a plain kn command
+		// a user runs; the gateway applies each Chain change in place.
+		// Every answer must be 200 with one of the two bodies.
+		before := e.gatewayMetrics(t)
+		steps := make(chan string, 8)
+		go func() {
+			defer close(steps)
+			time.Sleep(3 * time.Second)
+			for _, step := range [][]string{
+				{"service", "create", "echo", "--image", httpfn, "--arg=--behavior=echo", "--annotation", "spright.dev/chain=hello"},
+				{"service", "update", "upper", "--annotation", "spright.dev/routes=*=echo"},
+				{"service", "update", "reverse", "--annotation", "spright.dev/chain-"},
+			} {
+				start := time.Now()
+				out, err := e.run(3*time.Minute, e.kn, step...)
+				if err != nil {
+					steps <- fmt.Sprintf("FAILED kn %s: %v\n%s", strings.Join(step, " "), err, tail(out, 10))
+					return
+				}
+				steps <- fmt.Sprintf("kn %s: %v", strings.Join(step[:3], " "), time.Since(start).Round(time.Second))
+			}
+			// Until the chain has only upper and echo, and the old
+			// revisions' pods are gone.
+			deadline := time.Now().Add(2 * time.Minute)
+			for time.Now().Before(deadline) {
+				out, _ := e.run(time.Minute, e.kubectl, "get", "chain", "hello", "-o", "jsonpath={.spec.functions[*].name}")
+				if strings.TrimSpace(out) == "echo upper" || strings.TrimSpace(out) == "upper echo" {
+					steps <- "chain functions: " + strings.TrimSpace(out)
+					return
+				}
+				time.Sleep(time.Second)
+			}
+			steps <- "FAILED: the chain never became upper + echo"
+		}()
+		r := e.wrk(t, "hello.default.example.com", 8, 90*time.Second, "-s", writeCheckingScript(t, "CBA", "ABC"))
+		failed := false
+		for s := range steps {
+			t.Log(s)
+			failed = failed || strings.HasPrefix(s, "FAILED")
+		}
+		t.Logf("wrk c=8 90s on the chain across the changes: %d requests, %d non-2xx, %d socket errors; %s",
+			r.requests, r.non2xx, r.socketErrors, strings.TrimSpace(wrkNumbers.bodies.FindString(r.out)))
+		if failed {
+			t.Fatal("a kn step failed")
+		}
+		m := wrkNumbers.bodies.FindStringSubmatch(r.out)
+		if m == nil {
+			t.Fatalf("wrk printed no body counts:\n%s", r.out)
+		}
+		first, second, wrong := atoi(m[1]), atoi(m[2]), atoi(m[3])
+		if r.non2xx != 0 || r.socketErrors != 0 || wrong != 0 {
+			t.Errorf("requests failed across the live changes: %d non-2xx, %d socket errors, %d wrong bodies", r.non2xx, r.socketErrors, wrong)
+		}
+		if first == 0 || second == 0 {
+			t.Errorf("answers CBA %d, ABC %d: the route change did not happen under load", first, second)
+		}
+		after := e.gatewayMetrics(t)
+		key := `spright_gateway_chain_updates_total{chain="default.hello"}`
+		if d := after[key] - before[key]; d < 3 {
+			t.Errorf("gateway applied %v chain updates in place, want >= 3 (member added, routes, member removed)", d)
+		}
+		if code, body, err := e.curl("hello.default.example.com", "xyz"); code != 200 || body != "XYZ" {
+			t.Errorf("after the changes: %d %q %v, want 200 XYZ (upper → echo)", code, body, err)
+		}
+		e.knT(t, "service", "delete", "echo", "--wait")
+	})
+
 	t.Run("kn service delete cleans up the chain", func(t *testing.T) {
 		e.knT(t, "service", "delete", "upper", "reverse", "--wait")
 		waitFor(t, time.Minute, "chain hello and its Service gone", func() (bool, error) {
@@ -438,6 +512,37 @@ func (e *env) revisionRequests(t *testing.T, revision string) float64 {
 
 // stockQueue is config-deployment's queue-sidecar-image before the swap.
 var stockQueue string
+
+// writeCheckingScript writes a wrk Lua script that POSTs "abc" and counts
+// the 200 answers whose body is first, second, or neither; done prints
+// "bodies: <first> <second> wrong <n>".
+func writeCheckingScript(t *testing.T, first, second string) string {
+	t.Helper()
+	p := t.TempDir() + "/check.lua"
+	script := fmt.Sprintf(`wrk.method = "POST"
+wrk.body = "abc"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) a = 0; b = 0; wrong = 0 end
+function response(status, headers, body)
+  if status ~= 200 then return end
+  if body == %[1]q then a = a + 1 elseif body == %[2]q then b = b + 1 else wrong = wrong + 1 end
+end
+function done(summary, latency, requests)
+  local ta, tb, tw = 0, 0, 0
+  for _, th in ipairs(threads) do
+    ta = ta + th:get("a"); tb = tb + th:get("b"); tw = tw + th:get("wrong")
+  end
+  io.write(string.format("bodies: %%d %%d wrong %%d\n", ta, tb, tw))
+end
+`, first, second)
+	if err := os.WriteFile(p, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func atoi(s string) int { n, _ := strconv.Atoi(s); return n }
 
 // writeBodyScript writes a wrk Lua script that POSTs "abc".
 func writeBodyScript(t *testing.T) string {
