@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -597,11 +598,19 @@ var clusterClient = &http.Client{Timeout: 30 * time.Second, Transport: &http.Tra
 // ask POSTs body to the ingress with host and headers; it returns an
 // error unless the answer is 200 with want.
 func askCluster(ctx context.Context, host string, headers map[string]string, body, want []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+clusterIngress+"/", bytes.NewReader(body))
+	return askURL(ctx, "http://"+clusterIngress+"/", host, headers, body, want)
+}
+
+// askURL POSTs body to url (with Host host unless empty) and checks that
+// the answer is 200 and want.
+func askURL(ctx context.Context, url, host string, headers map[string]string, body, want []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
-	req.Host = host
+	if host != "" {
+		req.Host = host
+	}
 	req.Header.Set("Content-Type", "application/octet-stream")
 	for k, v := range headers {
 		req.Header.Set(k, v)
@@ -616,7 +625,7 @@ func askCluster(ctx context.Context, host string, headers map[string]string, bod
 		return err
 	}
 	if resp.StatusCode != http.StatusOK || !bytes.Equal(got, want) {
-		return fmt.Errorf("POST %d bytes to %s: %d %.60q..., want 200 and %.60q...", len(body), host, resp.StatusCode, got, want)
+		return fmt.Errorf("POST %d bytes to %s (host %q): %d %.60q..., want 200 and %.60q...", len(body), url, host, resp.StatusCode, got, want)
 	}
 	return nil
 }
@@ -1041,6 +1050,13 @@ func (c *clusterEnv) measure(ctx context.Context, s clusterSystem, script func(s
 	if err := runWrkPlan(ctx, c.e, c.f, p); err != nil {
 		return err
 	}
+	if s.Chain == "" && s.Name != SysKnative {
+		// The ingress itself: the same pod, reached by its IP on the queue
+		// sidecar's port (what the gateway proxies to), without the gateway.
+		if err := c.measureDirect(ctx, s, p); err != nil {
+			c.f.Problems = append(c.f.Problems, fmt.Sprintf("%s: %v", directSystem(s.Name), err))
+		}
+	}
 	if s.Chain != "" {
 		req1, sends1, err := c.gatewayCounters(ctx, s.Chain)
 		if metricsErr != nil {
@@ -1064,6 +1080,43 @@ func (c *clusterEnv) measure(ctx context.Context, s clusterSystem, script func(s
 		}
 	}
 	return nil
+}
+
+// directSystem names the rows of a plain system reached by pod IP.
+func directSystem(name string) string { return name + "-pod-ip" }
+
+// queueServingPort is the port of a revision pod's queue sidecar (Knative's
+// networking.BackendHTTPPort), where the ingress sends requests.
+const queueServingPort = 8012
+
+// measureDirect measures plain system s again with wrk aimed at its pod's
+// IP and queue port instead of the ingress: the difference is the SPRIGHT
+// ingress's own cost (issue 12).
+func (c *clusterEnv) measureDirect(ctx context.Context, s clusterSystem, p wrkPlan) error {
+	pods, err := c.pods(ctx, benchNS)
+	if err != nil {
+		return err
+	}
+	ip := ""
+	for _, pd := range pods.Items {
+		if pd.Metadata.Labels["serving.knative.dev/service"] == s.Entry && pd.Metadata.DeletionTimestamp == nil && pd.ready() {
+			ip = pd.Status.PodIP
+		}
+	}
+	if ip == "" {
+		return fmt.Errorf("no Ready pod of %s with an IP", s.Entry)
+	}
+	target := fmt.Sprintf("http://%s/", net.JoinHostPort(ip, strconv.Itoa(queueServingPort)))
+	body := []byte(benchutil.MixBody(benchutil.PaperMix[0].Size))
+	if err := askURL(ctx, target, "", nil, body, s.Answer(body)); err != nil {
+		return fmt.Errorf("pod %s answers wrong: %w", target, err)
+	}
+	p.System, p.URL, p.Idle = directSystem(s.Name), target, 0
+	p.Probe = func(ctx context.Context) error { return askURL(ctx, target, "", nil, body, s.Answer(body)) }
+	c.f.Notes = append(c.f.Notes, fmt.Sprintf("%s: the %s pod measured again at %s (its queue sidecar's port, what the gateway proxies to), "+
+		"without the SPRIGHT ingress; the ratio %s / %s is the ingress's cost", p.System, s.Name, target, s.Name, p.System))
+	c.e.Logf("cluster: %s at %s", p.System, target)
+	return runWrkPlan(ctx, c.e, c.f, p)
 }
 
 // noteLogErrors notes the error lines the gateway and the system's pods
@@ -1163,7 +1216,9 @@ func clusterMethod(conc []int, dur, idle, warm time.Duration) []string {
 		"spright-sdk: the same chain (" + benchChainSDK + ": bench-sdk-upper → bench-sdk-reverse) of Go SDK functions (`spright function --behavior upper|reverse`, " +
 			"cmd/spright built by ko, spright.dev/sdk: \"true\"): the functions join the chain themselves over the node's control socket and work on the " +
 			"descriptors' shared memory, as the paper's SPRIGHT functions do; EPROXY stays the queue sidecar (probes, Stat) without its shim.",
-		"queue-proxy / eproxy: one plain service (httpfn --behavior echo) on Knative's stock queue-proxy / on EPROXY: ingress → sidecar → httpfn.",
+		"queue-proxy / eproxy: one plain service (httpfn --behavior echo) on Knative's stock queue-proxy / on EPROXY: ingress → sidecar → httpfn. " +
+			"queue-proxy-pod-ip / eproxy-pod-ip: right after, the same pod reached by wrk at its pod IP on the sidecar's port 8012 (where the ingress " +
+			"sends it), with no ingress: the ratio to the row through the ingress is the SPRIGHT ingress's own cost.",
 		"The queue sidecar is Knative's one global setting (config-deployment queue-sidecar-image): the stock-queue-proxy systems run with it set to " +
 			"the image of Knative's own install (hack/knative-install.sh's YAML), the EPROXY systems with EPROXY built from this tree; Knative rolls " +
 			"every revision's pods onto the new sidecar, and the scenario waits for that before measuring and puts the original value back at the end.",

@@ -98,6 +98,7 @@ type kubePod struct {
 	} `json:"spec"`
 	Status struct {
 		Phase             string `json:"phase"`
+		PodIP             string `json:"podIP"`
 		Conditions        []struct{ Type, Status string }
 		ContainerStatuses []struct {
 			Name         string `json:"name"`

@@ -54,6 +54,13 @@ func ratioPairs(f *File) [][2]string {
 	if has[SysEProxy] && has[SysQueueProxy] {
 		out = append(out, [2]string{SysEProxy, SysQueueProxy})
 	}
+	// The cluster's ingress: a plain service through the gateway vs the
+	// same pod by its IP.
+	for _, s := range f.Systems() {
+		if has[directSystem(s)] {
+			out = append(out, [2]string{s, directSystem(s)})
+		}
+	}
 	return out
 }
 
