@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"fmt"
 	"go.uber.org/zap"
 	"sync"
@@ -193,6 +194,28 @@ func (c *Chain) busyOnEpoch(e uint16) bool {
 		}
 	}
 	return false
+}
+
+// WaitDrained waits until no request dispatched before the chain's last
+// UpdateChain is still in flight (a removed function's instances may then
+// stop), or ctx ends.
+func (c *Chain) WaitDrained(ctx context.Context) error {
+	cur := uint16(c.routes.Epoch())
+	for {
+		old := false
+		for i := uint32(0); i < c.pool.Slots() && !old; i++ {
+			h := c.pool.Header(i)
+			old = atomic.LoadUint32(&h.State) == shm.SlotInUse && h.RouteEpoch != cur
+		}
+		if !old {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("chain %q: requests from before its update still in flight: %w", c.Name(), ctx.Err())
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // arm registers a waiter on slot and returns its channel.

@@ -1,6 +1,7 @@
 package gateway_test
 
 import (
+	"context"
 	"net/http"
 	"strings"
 	"sync"
@@ -232,7 +233,17 @@ func TestUpdateChainKeepsInFlightRoutes(t *testing.T) {
 	if code, body := post(t, e.srv.URL, "abc"); code != 200 || body != "cba" {
 		t.Errorf("new request: %d %q, want 200 cba (the new routes)", code, body)
 	}
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := e.c.WaitDrained(short); err == nil {
+		t.Error("WaitDrained returned while a request from before the update was in flight")
+	}
 	close(release)
+	drained, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel2()
+	if err := e.c.WaitDrained(drained); err != nil {
+		t.Errorf("after the old request finished: %v", err)
+	}
 	if r := <-got; r.code != 200 || r.body != "DLEH" {
 		t.Errorf("request in flight across the update: %d %q, want 200 DLEH (its old routes: upper then reverse)", r.code, r.body)
 	}
