@@ -112,8 +112,8 @@ func cmdRun(args []string) error {
 	if err != nil {
 		return err
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	sigs := watchSignals()
+	defer signal.Stop(sigs)
 	log := logger(*debug)
 	defer log.Sync()
 	r, err := standalone.Start(cf, standalone.Options{Listen: *listen, AdminListen: *admin, PinDir: *pin, ControlSocket: *ctl,
@@ -138,8 +138,9 @@ func cmdRun(args []string) error {
 	if a := r.CoAPAddr(); a != "" {
 		fmt.Fprintf(os.Stderr, "spright: CoAP on udp %s\n", a)
 	}
-	<-ctx.Done()
-	fmt.Fprintln(os.Stderr, "spright: stopping")
+	sig := serveUntilStopped(r, sigs, log)
+	fmt.Fprintf(os.Stderr, "spright: %v: stopping\n", sig)
+	go ignoreWhileStopping(sigs, log)
 	return r.Stop()
 }
 

@@ -80,11 +80,15 @@ func (p *podNet) enableForwarding() error {
 	return redirect.EnableForwarding(p.Host)
 }
 
-// delete removes the namespace (which removes the veth pair with it).
+// delete removes the veth pair and the namespace. Deleting the namespace
+// alone would take the veth with it, but only when the kernel gets round
+// to destroying the namespace: `ip link` would still show the host end
+// after `spright run` has exited.
 func (p *podNet) delete() error {
 	if !p.created {
 		return nil
 	}
 	p.created = false
+	ip("link", "del", p.Host) // gone already if create failed before making it
 	return ip("netns", "del", p.NS)
 }

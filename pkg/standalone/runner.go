@@ -14,6 +14,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
@@ -56,10 +59,14 @@ type Options struct {
 	ClientNetns int
 	// ReadyTimeout bounds the wait for all instances to register (default 20s).
 	ReadyTimeout time.Duration
-	Logger       *zap.Logger
+	// Restart is the back-off for restarting function processes that
+	// exit while the chain runs (zero: DefaultRestartPolicy).
+	Restart RestartPolicy
+	Logger  *zap.Logger
 }
 
-// Proc is a running function instance.
+// Proc is one process of a function instance. A restart makes a new Proc
+// for the same Function and Index, in the same network namespace.
 type Proc struct {
 	Function string
 	Index    int
@@ -67,6 +74,8 @@ type Proc struct {
 	Cmd      *exec.Cmd
 	done     chan struct{}
 	err      error
+
+	startedAt, exitedAt time.Time
 }
 
 // Done is closed when the process has exited.
@@ -87,13 +96,20 @@ type Runner struct {
 	Chain   *gateway.Chain
 	opts    Options
 	log     *zap.Logger
-	procs   []*Proc
+	slots   []*slot // one per function instance, in chain.yaml order
 	nets    []*podNet
 	srv     *http.Server
 	admin   *http.Server
 	ln      net.Listener
+	adminLn net.Listener
+
+	// stopMu orders Stop against restarts: Stop sets stopped and closes
+	// quit under it, and respawn starts a process under it only while
+	// stopped is false. superWG counts the supervisors (supervise).
 	stopMu  sync.Mutex
 	stopped bool
+	quit    chan struct{}
+	superWG sync.WaitGroup
 
 	pidMu sync.Mutex
 	pids  map[int32]string // pid -> function it was started as
@@ -210,7 +226,8 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	if err != nil {
 		return nil, err
 	}
-	r = &Runner{File: cf, opts: opts, log: opts.Logger, pids: map[int32]string{}}
+	opts.Restart = opts.Restart.withDefaults()
+	r = &Runner{File: cf, opts: opts, log: opts.Logger, pids: map[int32]string{}, quit: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			r.Stop()
@@ -255,11 +272,19 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 			if err != nil {
 				return r, err
 			}
-			r.procs = append(r.procs, p)
+			r.slots = append(r.slots, &slot{fn: f, index: i, net: pn, proc: p})
 		}
 	}
 	if err = r.waitReady(); err != nil {
 		return r, err
+	}
+	// Supervision starts once the chain is up: a process that cannot
+	// register at all fails Start (a broken command is a configuration
+	// error, better reported than retried); from here on, what exits is
+	// restarted.
+	for _, s := range r.slots {
+		r.superWG.Add(1)
+		go r.supervise(s)
 	}
 	if err = r.startAdapters(); err != nil {
 		return r, err
@@ -294,27 +319,52 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	go r.srv.Serve(r.ln)
 	if opts.AdminListen != "" {
 		mux := http.NewServeMux()
-		mux.Handle("/metrics", r.Gateway.MetricsHandler())
+		mux.Handle("/metrics", r.metricsHandler())
 		mux.Handle("/adapters", adapter.AdminHandler(r.Adapters))
 		mux.Handle("/adapters/", adapter.AdminHandler(r.Adapters))
 		r.admin = &http.Server{Addr: opts.AdminListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		aln, err := net.Listen("tcp", opts.AdminListen)
-		if err != nil {
+		if r.adminLn, err = net.Listen("tcp", opts.AdminListen); err != nil {
 			return r, fmt.Errorf("admin listen %s: %w", opts.AdminListen, err)
 		}
-		go r.admin.Serve(aln)
+		go r.admin.Serve(r.adminLn)
 	}
 	r.log.Info("chain ready", zap.String("chain", cf.Name), zap.String("mode", cf.Mode), zap.String("listen", r.ln.Addr().String()),
 		zap.String("redirect", string(r.mode)), zap.String("gatewayNetns", r.GatewayNetns()), zap.Strings("clientNetns", r.ClientNetns()),
-		zap.Int("instances", len(r.procs)), zap.Bool("hugepages", r.Chain.Pool().HugePages()))
+		zap.Int("instances", len(r.slots)), zap.Bool("hugepages", r.Chain.Pool().HugePages()))
 	return r, nil
 }
 
 // Addr is the HTTP listen address.
 func (r *Runner) Addr() string { return r.ln.Addr().String() }
 
-// Procs are the function processes.
-func (r *Runner) Procs() []*Proc { return r.procs }
+// AdminAddr is the admin listener's address (/metrics, /adapters; "" if
+// off).
+func (r *Runner) AdminAddr() string {
+	if r.adminLn == nil {
+		return ""
+	}
+	return r.adminLn.Addr().String()
+}
+
+// Procs are the function processes, one per instance in chain.yaml order:
+// the process running it now, or, while its restart waits out a back-off,
+// the one that exited (Done is closed).
+func (r *Runner) Procs() []*Proc {
+	out := make([]*Proc, len(r.slots))
+	for i, s := range r.slots {
+		out[i] = s.current()
+	}
+	return out
+}
+
+// metricsHandler serves the gateway's metrics (with the Go runtime's and
+// the process's own, as Gateway.MetricsHandler) and the supervisor's
+// restart counters, in Prometheus text format.
+func (r *Runner) metricsHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(r.Gateway, (*supervision)(r), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+}
 
 func (r *Runner) spawn(f FunctionFile, idx int, pn *podNet) (*Proc, error) {
 	var argv []string
@@ -346,26 +396,45 @@ func (r *Runner) spawn(f FunctionFile, idx int, pn *podNet) (*Proc, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = env
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	// The function dies with the runner, whatever kills the runner.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.SysProcAttr = &syscall.SysProcAttr{
+		// The function dies with the runner, whatever kills the runner.
+		Pdeathsig: syscall.SIGKILL,
+		// A process group of its own: Ctrl-C and a terminal's hang-up
+		// reach the runner only, which stops the functions after the
+		// gateway has drained (and does not mistake their exit for a
+		// crash to restart).
+		Setpgid: true,
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s/%d: %w", f.Name, idx, err)
 	}
+	pid := cmd.Process.Pid
 	r.pidMu.Lock()
-	r.pids[int32(cmd.Process.Pid)] = f.Name
+	r.pids[int32(pid)] = f.Name
 	r.pidMu.Unlock()
-	p := &Proc{Function: f.Name, Index: idx, Net: pn, Cmd: cmd, done: make(chan struct{})}
+	p := &Proc{Function: f.Name, Index: idx, Net: pn, Cmd: cmd, done: make(chan struct{}), startedAt: time.Now()}
 	go func() {
-		p.err = cmd.Wait()
-		close(p.done)
-		r.stopMu.Lock()
-		stopping := r.stopped
-		r.stopMu.Unlock()
-		if !stopping {
-			r.log.Warn("function process exited", zap.String("function", f.Name), zap.Int("index", idx), zap.Error(p.err))
-		}
+		err := cmd.Wait()
+		p.exitedAt = time.Now()
+		p.err = err
+		r.pidGone(pid)
+		close(p.done) // last: Stop returns once every done is closed
 	}()
 	return p, nil
+}
+
+// signal sends sig to the process's group (a Command may be a wrapper
+// with children of its own), unless the process has been reaped: its pid
+// may belong to someone else by then.
+func (p *Proc) signal(sig syscall.Signal) {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	if err := syscall.Kill(-p.Cmd.Process.Pid, sig); err != nil {
+		p.Cmd.Process.Signal(sig)
+	}
 }
 
 func (r *Runner) waitReady() error {
@@ -381,10 +450,10 @@ func (r *Runner) waitReady() error {
 		if missing == "" {
 			return nil
 		}
-		for _, p := range r.procs {
+		for _, s := range r.slots {
 			select {
-			case <-p.done:
-				return fmt.Errorf("function %s/%d exited before registering: %v", p.Function, p.Index, p.err)
+			case <-s.proc.done:
+				return fmt.Errorf("function %s/%d exited before registering: %v", s.fn.Name, s.index, s.proc.err)
 			default:
 			}
 		}
@@ -395,8 +464,10 @@ func (r *Runner) waitReady() error {
 	}
 }
 
-// Stop shuts everything down: HTTP, functions (SIGTERM, then SIGKILL after
-// 5s), the gateway, the pins, the namespaces. It is safe to call twice.
+// Stop shuts everything down: restarts (none begins once Stop has), HTTP
+// (requests in flight finish, within 5s), functions (SIGTERM to each
+// instance's current process group, then SIGKILL after 5s), the gateway,
+// the pins, the namespaces. It is safe to call twice.
 func (r *Runner) Stop() error {
 	r.stopMu.Lock()
 	if r.stopped {
@@ -404,7 +475,11 @@ func (r *Runner) Stop() error {
 		return nil
 	}
 	r.stopped = true
+	close(r.quit)
 	r.stopMu.Unlock()
+	// Supervisors return at once now (one inside respawn has finished:
+	// it held stopMu), so Procs is final.
+	r.superWG.Wait()
 	var errs []error
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -415,14 +490,15 @@ func (r *Runner) Stop() error {
 		r.admin.Shutdown(ctx)
 	}
 	r.stopAdapters()
-	for _, p := range r.procs {
-		p.Cmd.Process.Signal(syscall.SIGTERM)
+	procs := r.Procs()
+	for _, p := range procs {
+		p.signal(syscall.SIGTERM)
 	}
-	for _, p := range r.procs {
+	for _, p := range procs {
 		select {
 		case <-p.done:
 		case <-time.After(5 * time.Second):
-			p.Cmd.Process.Kill()
+			p.signal(syscall.SIGKILL)
 			<-p.done
 		}
 	}

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -19,6 +20,7 @@ type cliChain struct {
 	url  string
 	pin  string
 	ctl  string
+	log  *syncBuffer // what it wrote to stderr (also copied to the test's)
 	done chan error
 }
 
@@ -34,6 +36,13 @@ func freePort(t *testing.T) int {
 
 func runCLI(t *testing.T, yaml string) *cliChain {
 	t.Helper()
+	return runCLIWith(t, yaml)
+}
+
+// runCLIWith adds flags to the run command (a later flag wins over the
+// defaults here, e.g. "--admin-listen", ADDR).
+func runCLIWith(t *testing.T, yaml string, flags ...string) *cliChain {
+	t.Helper()
 	needRoot(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "chain.yaml")
@@ -45,11 +54,15 @@ func runCLI(t *testing.T, yaml string) *cliChain {
 		url:  fmt.Sprintf("http://127.0.0.1:%d/", port),
 		pin:  "/sys/fs/bpf/spright-cli-" + strconv.Itoa(port),
 		ctl:  filepath.Join(dir, "ctl.sock"),
+		log:  &syncBuffer{},
 		done: make(chan error, 1),
 	}
-	c.cmd = exec.Command(spright, "run", "-f", file, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
-		"--admin-listen", "", "--pin-dir", c.pin, "--control", c.ctl)
-	c.cmd.Stdout, c.cmd.Stderr = os.Stderr, os.Stderr
+	c.cmd = exec.Command(spright, append([]string{"run", "-f", file, "--listen", fmt.Sprintf("127.0.0.1:%d", port),
+		"--admin-listen", "", "--pin-dir", c.pin, "--control", c.ctl}, flags...)...)
+	c.cmd.Stdout, c.cmd.Stderr = os.Stderr, io.MultiWriter(os.Stderr, c.log)
+	// The functions write into the same pipe; they die with the run
+	// (Pdeathsig), but do not let Wait hang on one that lingers.
+	c.cmd.WaitDelay = 10 * time.Second
 	if err := c.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -103,19 +116,34 @@ func (c *cliChain) tree(t *testing.T) []int {
 // stop sends SIGTERM and checks that the run cleaned up after itself.
 func (c *cliChain) stop(t *testing.T) {
 	t.Helper()
-	c.cmd.Process.Signal(syscall.SIGTERM)
+	c.stopWith(t, syscall.SIGTERM)
+}
+
+// stopWith stops the run with sig and checks that it exited with 0 and
+// left no network namespace, veth, pin dir, control socket or pool file.
+func (c *cliChain) stopWith(t *testing.T, sig syscall.Signal) {
+	t.Helper()
+	c.cmd.Process.Signal(sig)
 	select {
 	case err := <-c.done:
 		if err != nil {
-			t.Errorf("spright run exited with %v after SIGTERM", err)
+			t.Errorf("spright run exited with %v after %v", err, sig)
 		}
 		c.done <- nil
 	case <-time.After(20 * time.Second):
-		t.Fatal("spright run did not stop within 20s of SIGTERM")
+		t.Fatalf("spright run did not stop within 20s of %v", sig)
 	}
+	pid := c.cmd.Process.Pid
 	out, _ := exec.Command("ip", "netns", "list").Output()
-	if prefix := fmt.Sprintf("spright-%d-", c.cmd.Process.Pid); strings.Contains(string(out), prefix) {
+	if prefix := fmt.Sprintf("spright-%d-", pid); strings.Contains(string(out), prefix) {
 		t.Errorf("network namespaces left behind:\n%s", out)
+	}
+	// Host-side veths are named sp<pid>h<n> (standalone/netns.go).
+	links, _ := exec.Command("ip", "-o", "link", "show").Output()
+	for _, l := range strings.Split(string(links), "\n") {
+		if strings.Contains(l, fmt.Sprintf(": sp%dh", pid%100000)) {
+			t.Errorf("veth left behind: %s", l)
+		}
 	}
 	if _, err := os.Stat(c.pin); !os.IsNotExist(err) {
 		t.Errorf("pin dir %s still there (%v)", c.pin, err)
