@@ -4,7 +4,8 @@
 //	spright function --chain hello --function upper --behavior upper
 //
 // `run` is standalone mode (DESIGN §7): gateway, eBPF datapath and one
-// process per function instance, each in its own network namespace.
+// process per function instance, each in its own network namespace,
+// restarted when it dies; signals.go says what each signal does to it.
 // `function` is the sample function binary those processes run.
 // `bench` runs the benchmark suite from the source tree (test/bench).
 package main
@@ -39,7 +40,9 @@ Usage:
   spright behaviors
   spright bench [--quick] [SCENARIO...]   (from the source tree: go run ./test/bench)
 
-Run as root on Linux >= 5.15 with BTF.
+Run as root on Linux >= 5.15 with BTF. spright run restarts function processes
+that die; SIGINT, SIGTERM and SIGQUIT stop it and clean up; SIGHUP is logged
+(reload is not implemented yet).
 `
 
 func main() {

@@ -39,7 +39,8 @@ type Options struct {
 	Executable string
 	// NoNetns runs functions in the host network namespace.
 	NoNetns bool
-	// StatsDir, if set, makes each function write its counters there on exit.
+	// StatsDir, if set, makes each function write its counters there on
+	// exit (<function>-<index>.json: after a restart, the last process's).
 	StatsDir string
 	// AllowUnlisted admits members the runner did not start (tests that
 	// register in-process instances); by default only the runner's own
