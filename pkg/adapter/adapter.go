@@ -99,6 +99,7 @@ type Inbound struct {
 	Transport string // TransportHTTP, TransportMQTT or TransportCoAP
 	Method    string // HTTP method, CoAP method ("POST"), "PUBLISH"
 	Address   string // HTTP URL path, MQTT topic name, CoAP Uri-Path ("a/b")
+	Query     string // HTTP: the raw query (no '?'); "" elsewhere
 	Meta      Meta
 	Body      io.Reader // not yet read: the adapter decides what enters the slot
 	Size      int64     // -1 if unknown

@@ -50,7 +50,7 @@ func HTTPHandler(c *Chain, fallback http.Handler) http.Handler {
 			a = Plain{}
 		}
 		in := &Inbound{Ctx: r.Context(), Transport: TransportHTTP, Method: r.Method, Address: r.URL.Path,
-			Meta: r.Header, Body: r.Body, Size: r.ContentLength}
+			Query: r.URL.RawQuery, Meta: r.Header, Body: r.Body, Size: r.ContentLength}
 		err := Serve(a, c.Invoker, in, func(out *Outbound) error {
 			for k, v := range out.Meta {
 				w.Header()[k] = v
