@@ -3,6 +3,7 @@ GO        ?= go
 BIN       ?= bin
 CHAIN     ?= config/samples/hello/chain.yaml
 LISTEN    ?= 127.0.0.1:8080
+ADMIN     ?= 127.0.0.1:9091
 HUGEPAGES ?= 128
 FUZZTIME  ?= 30s
 
@@ -42,8 +43,10 @@ hugepages:
 	@cur=$$(cat /proc/sys/vm/nr_hugepages); if [ "$$cur" -lt "$(HUGEPAGES)" ]; then echo $(HUGEPAGES) > /proc/sys/vm/nr_hugepages; fi; grep -i hugepages_ /proc/meminfo
 
 # Start the sample chain (hello: curl -d abc http://127.0.0.1:8080/ -> CBA).
+# Adapters chain.yaml names in a "# spright-attach: T=NAME" line (the web
+# adapter of config/samples/boutique) are attached once the chain is up.
 run: build hugepages
-	$(BIN)/spright run -f $(CHAIN) --listen $(LISTEN)
+	hack/run-chain.sh $(BIN)/spright $(CHAIN) $(LISTEN) $(ADMIN)
 
 # The benchmark suite (test/bench/README.md): every scenario against the
 # Knative path, then test/bench/RESULTS.md and the plots from the JSON.

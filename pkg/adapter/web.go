@@ -14,10 +14,10 @@ func init() {
 // chain's slot size usually refuses a smaller one first, with 413).
 const MaxWebBody = 1 << 20
 
-// webRequestHeaders are the request headers a chain sees: what a web
+// WebRequestHeaders are the request headers a chain sees: what a web
 // application needs to answer (sessions, forms, content negotiation), not
 // the whole header block.
-var webRequestHeaders = []string{"Accept", "Accept-Language", "Content-Type", "Cookie", "Referer", "User-Agent", TopicHeader}
+var WebRequestHeaders = []string{"Accept", "Accept-Language", "Content-Type", "Cookie", "Referer", "User-Agent", TopicHeader}
 
 // webHopByHop are response headers a function may not set: the gateway
 // frames the reply itself.
@@ -56,7 +56,7 @@ func (Web) Ingress(in *Inbound) (*Request, error) {
 		}
 	}
 	h := http.Header{}
-	for _, k := range webRequestHeaders {
+	for _, k := range WebRequestHeaders {
 		if v := in.Meta.Values(k); len(v) > 0 {
 			h[k] = v
 		}

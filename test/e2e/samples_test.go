@@ -55,7 +55,7 @@ func TestSampleMotion(t *testing.T) {
 // TestSampleBoutique: each of the six chains answers, and takes at least the
 // CPU its services burn (so the itinerary really visited them all).
 func TestSampleBoutique(t *testing.T) {
-	c := startChain(t, sample(t, "boutique"))
+	c := startChain(t, sample(t, "boutique-synthetic"))
 	for topic, min := range map[string]time.Duration{
 		"ch1": 10 * time.Millisecond, "ch2": 10 * time.Millisecond, "ch3": 1800 * time.Microsecond,
 		"ch4": 260 * time.Millisecond, "ch5": 8 * time.Millisecond, "ch6": 900 * time.Microsecond,

@@ -38,7 +38,7 @@ func runBoutique(ctx context.Context, e *Env, f *File) error {
 	users := Pick(e, 200, 100)
 	dur := Pick(e, 60*time.Second, 15*time.Second)
 	thinkMin, thinkMax := time.Second, 10*time.Second
-	fns, routes, err := loadSample(e.Opts.Root, "boutique", 1)
+	fns, routes, err := loadSample(e.Opts.Root, "boutique-synthetic", 1)
 	if err != nil {
 		return err
 	}
@@ -47,7 +47,7 @@ func runBoutique(ctx context.Context, e *Env, f *File) error {
 	total := 0
 	for _, m := range boutiqueMix {
 		if routes[m.Chain] == nil {
-			return fmt.Errorf("config/samples/boutique: no route %s", m.Chain)
+			return fmt.Errorf("config/samples/boutique-synthetic: no route %s", m.Chain)
 		}
 		chains[m.Chain] = routes[m.Chain]
 		total += m.Weight
@@ -58,7 +58,7 @@ func runBoutique(ctx context.Context, e *Env, f *File) error {
 		st = append(st, fmt.Sprintf("%s %v", fn.Name, fn.ServiceTime))
 	}
 	f.Method = append([]string{
-		"config/samples/boutique/chain.yaml: nine functions burning the paper's CPU service times (" + strings.Join(st, ", ") +
+		"config/samples/boutique-synthetic/chain.yaml: nine functions burning the paper's CPU service times (" + strings.Join(st, ", ") +
 			") and the six chains Ch-1…Ch-6 as routes; the Knative path runs the same functions and chains (httpfn --service-time).",
 		fmt.Sprintf("Load: a closed-loop Go load generator (Locust-like) with %d users, started within the first second, each sending a "+
 			"request, waiting for the answer, then thinking %v–%v (uniform; Locust's wait_time between(1, 10) of Online Boutique's load generator), "+
@@ -136,7 +136,7 @@ func runBoutique(ctx context.Context, e *Env, f *File) error {
 
 	return sprightThenKnative(f,
 		func() (*sprightSys, error) {
-			return startSpright(ctx, e, "boutique", "skmsg", nil, func(ctx context.Context, url string) error {
+			return startSpright(ctx, e, "boutique-synthetic", "skmsg", nil, func(ctx context.Context, url string) error {
 				return send(ctx, probeHTTP, Request{URL: url, Header: map[string][]string{"X-Spright-Topic": {"ch3"}}, Body: []byte("{}")})
 			})
 		},

@@ -43,7 +43,7 @@ func TestWriteChainConfig(t *testing.T) {
 }
 
 func TestLoadSample(t *testing.T) {
-	fns, routes, err := loadSample("../../..", "boutique", 1)
+	fns, routes, err := loadSample("../../..", "boutique-synthetic", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
