@@ -46,6 +46,16 @@ var pages = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return n
 	},
+	"total": func(a, b *Money) string {
+		if a == nil || b == nil {
+			return ""
+		}
+		t, err := Add(*a, *b)
+		if err != nil {
+			return ""
+		}
+		return t.Format()
+	},
 	"years": func(d *Doc) []int { return []int{2026, 2027, 2028, 2029, 2030, 2031} },
 	"join":  strings.Join,
 	"seq": func(n int) []int {

@@ -183,6 +183,7 @@ func (s *Shop) cart(d *Doc) {
 	case d.Action == ActCheckout && d.Order != nil && d.Order.Paid:
 		s.Carts.Empty(d.Session)
 		d.Order.CartEmptied = true
+		d.Cart = nil // the page shows the cart as it is now
 		return
 	}
 	d.Cart = s.Carts.Get(d.Session)
