@@ -1,14 +1,20 @@
 package e2e
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/spright-dev/spright/pkg/samples/boutique"
+	"github.com/spright-dev/spright/pkg/samples/boutique/shopper"
 	"github.com/spright-dev/spright/pkg/standalone"
 )
 
@@ -120,5 +126,121 @@ func TestBoutiqueChromium(t *testing.T) {
 	b.navigate(base + "/product/NOSUCHTHING")
 	if h := b.text(); !strings.Contains(h, "404 Not Found") || !strings.Contains(h, `There is no product with ID "NOSUCHTHING".`) {
 		t.Errorf("unknown product page:\n%s", h)
+	}
+}
+
+// plainBoutique runs the Knative baseline's form of the shop: every
+// service its own HTTP server with its own state, the frontend calling
+// them over HTTP along the same itineraries.
+func plainBoutique(t *testing.T) string {
+	t.Helper()
+	urls := map[string]string{}
+	for _, svc := range boutique.Services[1:] {
+		h, err := boutique.NewShop().ServiceHandler(svc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := httptest.NewServer(h)
+		t.Cleanup(srv.Close)
+		urls[svc] = srv.URL + "/"
+	}
+	fe := httptest.NewServer(boutique.NewShop().FrontendHandler(boutique.HTTPCaller(&http.Client{Timeout: 10 * time.Second}, urls)))
+	t.Cleanup(fe.Close)
+	return fe.URL
+}
+
+// shopAs does one request with a fixed session (and currency), following
+// redirects as a browser does.
+func shopAs(t *testing.T, base, method, path string, form url.Values) (int, string) {
+	t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, _ := http.NewRequest(method, base+path, body)
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	req.Header.Set("Cookie", "shop_session-id=equivalence-0000-0000-0000-000000000001; shop_currency=EUR")
+	c := &http.Client{Timeout: 20 * time.Second, CheckRedirect: func(r *http.Request, via []*http.Request) error {
+		r.Header.Set("Cookie", via[0].Header.Get("Cookie"))
+		return nil
+	}}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+var trackingRe = regexp.MustCompile(`\b[A-Z]{2}-\d{5}-\d{7}\b`)
+
+// masked replaces what differs by nature between two orders (order,
+// transaction and tracking IDs) with placeholders.
+func masked(page string) string {
+	return trackingRe.ReplaceAllString(uuidRe.ReplaceAllString(page, "<uuid>"), "<tracking>")
+}
+
+// TestBoutiqueSprightMatchesPlainHTTP: the same shopping — two products
+// added, the cart viewed, the order placed, then an empty-cart checkout and
+// a malformed card — gives the same pages through the SPRIGHT chain and
+// through the plain HTTP services (the Knative baseline's form), but for
+// the order's own IDs.
+func TestBoutiqueSprightMatchesPlainHTTP(t *testing.T) {
+	sp := strings.TrimSuffix(startBoutique(t).url, "/")
+	pl := plainBoutique(t)
+	bad := shopper.CheckoutForm()
+	bad.Set("credit_card_number", "4432-8015-6152-0455")
+	steps := []struct {
+		method, path string
+		form         url.Values
+		code         int
+		want         string
+	}{
+		{"GET", "/", nil, 200, "Hot products"},
+		{"POST", "/cart", url.Values{"product_id": {"1YMWWN1N4O"}, "quantity": {"2"}}, 200, "€194.59"},
+		{"POST", "/cart", url.Values{"product_id": {"9SIQT8TOJO"}, "quantity": {"3"}}, 200, "Bamboo Glass Jar"},
+		{"POST", "/cart/checkout", bad, 400, "checksum"},
+		{"GET", "/cart", nil, 200, "Your cart (5 items)"},
+		{"POST", "/cart/checkout", shopper.CheckoutForm(), 200, "Your order is complete!"},
+		{"POST", "/cart/checkout", shopper.CheckoutForm(), 400, "Your cart is empty"},
+		{"GET", "/product/NOPE", nil, 404, "There is no product"},
+	}
+	for _, s := range steps {
+		c1, p1 := shopAs(t, sp, s.method, s.path, s.form)
+		c2, p2 := shopAs(t, pl, s.method, s.path, s.form)
+		if c1 != s.code || !strings.Contains(p1, s.want) {
+			t.Fatalf("%s %s through SPRIGHT: %d, want %d with %q:\n%s", s.method, s.path, c1, s.code, s.want, p1)
+		}
+		if c1 != c2 || masked(p1) != masked(p2) {
+			t.Fatalf("%s %s: SPRIGHT %d and plain HTTP %d differ:\n--- SPRIGHT\n%s\n--- plain\n%s", s.method, s.path, c1, c2, p1, p2)
+		}
+		if s.path == "/cart/checkout" && c1 == 200 {
+			if uuidRe.FindString(p1) == uuidRe.FindString(p2) {
+				t.Fatal("both systems issued the same order ID")
+			}
+			i := strings.Index(p1, `<section class="order"`)
+			t.Logf("order confirmation through SPRIGHT (masked):\n%s", masked(p1[i:i+min(900, len(p1)-i)]))
+		}
+	}
+}
+
+// TestBoutiqueShopperOverSpright: Locust-like users with short think times
+// shop through the chain for a few seconds; every answer's content checks.
+func TestBoutiqueShopperOverSpright(t *testing.T) {
+	c := startBoutique(t)
+	rep, err := shopper.Run(context.Background(), shopper.Config{BaseURL: strings.TrimSuffix(c.url, "/"), Users: 16,
+		Duration: 4 * time.Second, SpawnOver: 500 * time.Millisecond, ThinkMin: 0, ThinkMax: 20 * time.Millisecond, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("\n%s", rep)
+	if tot := rep.Total(); tot.Errors != 0 || tot.Count < 100 {
+		t.Fatalf("%d requests, %d errors; first: %s", tot.Count, tot.Errors, tot.FirstError)
+	}
+	if r := rep.Get("checkout"); r == nil || r.Count == 0 {
+		t.Fatal("no checkout ran")
 	}
 }
