@@ -221,6 +221,24 @@ func TestShopBadInput(t *testing.T) {
 	check("cart after errors", code, body, 200, `<td class="qty">90</td>`)
 }
 
+// TestFirstRequestRedirects: a new visitor's first request adds to the
+// cart (a redirect): the session cookie comes with the redirect, so the
+// cart page after it shows the item.
+func TestFirstRequestRedirects(t *testing.T) {
+	s := NewShop()
+	srv := httptest.NewServer(s.FrontendHandler(LocalCaller(s)))
+	defer srv.Close()
+	b := newBrowser(t, srv.URL)
+	code, body := b.post("/cart", url.Values{"product_id": {"6E92ZMYYFZ"}, "quantity": {"4"}})
+	if code != 200 || !strings.Contains(body, `<td class="qty">4</td>`) {
+		t.Fatalf("cart after a first add: %d %s", code, body)
+	}
+	code, body = b.post("/setCurrency", url.Values{"currency_code": {"GBP"}})
+	if code != 200 || !strings.Contains(body, `<option value="GBP" selected>`) || !strings.Contains(body, "£") {
+		t.Fatalf("home after a currency change: %d %.800s", code, body)
+	}
+}
+
 func TestCartStoreBounded(t *testing.T) {
 	c := NewCartStore(3)
 	for _, s := range []string{"a", "b", "c", "d"} {

@@ -255,6 +255,11 @@ func (s *Shop) Render(d *Doc) *adapter.WebResponse {
 	default:
 		resp = s.errorPage(d, http.StatusInternalServerError, fmt.Sprintf("No page for action %q.", d.Action))
 	}
+	if d.NewSession && resp.Status/100 == 3 {
+		// A first request that redirects (add to cart before any page)
+		// must keep its session, or the next page sees a new, empty one.
+		resp.Header.Add("Set-Cookie", cookie(CookieSession, d.Session))
+	}
 	return resp
 }
 
