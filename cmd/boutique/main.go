@@ -7,6 +7,13 @@
 //	boutique frontend [--listen ADDR] --upstream productcatalog=URL,cart=URL,...
 //	boutique all [--listen ADDR]                 every service on its own loopback port, the frontend on ADDR
 //	boutique load --url URL [--users N] [--duration D] [--think 1s-10s] [--seed N]
+//	boutique --listen ADDR --behavior boutique-SERVICE [--service-time D] [--front URL]
+//
+// The last form takes test/fixtures/httpfn's command line, so the bench's
+// Knative path runs the shop's services in its pods in place of httpfn:
+// GET /healthz is the readiness endpoint, and the frontend calls each
+// service at FRONT/fn/SERVICE (the bench's nginx front end, which forwards
+// to that service's queue-proxy).
 //
 // --listen defaults to :$PORT (Knative's contract), else 127.0.0.1:8080.
 // Upstreams may also come from BOUTIQUE_<SERVICE>_URL variables.
@@ -24,6 +31,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spright-dev/spright/pkg/samples"
 	"github.com/spright-dev/spright/pkg/samples/boutique"
 	"github.com/spright-dev/spright/pkg/samples/boutique/shopper"
 )
@@ -35,6 +43,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var err error
+	if strings.HasPrefix(os.Args[1], "-") {
+		if err := pod(ctx, os.Args[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "boutique:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	switch os.Args[1] {
 	case "service":
 		err = service(ctx, os.Args[2:])
@@ -152,8 +167,57 @@ func all(ctx context.Context, args []string) error {
 		go func() { errs <- serve(ctx, ln, h) }()
 	}
 	client := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
-	go func() { errs <- listenAndServe(ctx, *listen, boutique.NewShop().FrontendHandler(boutique.HTTPCaller(client, urls))) }()
+	go func() {
+		errs <- listenAndServe(ctx, *listen, boutique.NewShop().FrontendHandler(boutique.HTTPCaller(client, urls)))
+	}()
 	return <-errs
+}
+
+// pod serves one service with httpfn's command line (see the package doc).
+func pod(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("boutique", flag.ExitOnError)
+	listen := fs.String("listen", defaultListen(), "address")
+	behavior := fs.String("behavior", "", "boutique-SERVICE")
+	st := fs.Duration("service-time", 0, "CPU to burn per request before the service's work")
+	front := fs.String("front", "", "the front end the frontend reaches services through (FRONT/fn/SERVICE)")
+	fs.Parse(args)
+	h, err := podHandler(*behavior, *st, *front)
+	if err != nil {
+		return err
+	}
+	return listenAndServe(ctx, *listen, h)
+}
+
+// podHandler is the handler pod serves.
+func podHandler(behavior string, st time.Duration, front string) (http.Handler, error) {
+	svc, ok := strings.CutPrefix(behavior, "boutique-")
+	if !ok {
+		return nil, fmt.Errorf("--behavior %q: want boutique-SERVICE (SERVICE: %s)", behavior, strings.Join(boutique.Services, ", "))
+	}
+	var h http.Handler
+	if svc == boutique.SvcFrontend {
+		if front == "" {
+			return nil, fmt.Errorf("the frontend needs --front URL")
+		}
+		urls := map[string]string{}
+		for _, s := range boutique.Services[1:] {
+			urls[s] = strings.TrimSuffix(front, "/") + "/fn/" + s
+		}
+		client := &http.Client{Timeout: 60 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+		h = boutique.NewShop().FrontendHandler(boutique.HTTPCaller(client, urls))
+	} else {
+		var err error
+		if h, err = boutique.NewShop().ServiceHandler(svc); err != nil {
+			return nil, err
+		}
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })
+	mux.Handle("/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		samples.Burn(st)
+		h.ServeHTTP(w, r)
+	}))
+	return mux, nil
 }
 
 func load(ctx context.Context, args []string) error {

@@ -51,6 +51,10 @@ type Config struct {
 	// wait_time between(1, 10) by default).
 	ThinkMin, ThinkMax time.Duration
 	Seed               int64
+	// Observe, if set, is told of every task as it completes (start time,
+	// latency, the failed check or nil), e.g. to feed a benchmark's own
+	// recorder.
+	Observe func(action string, start time.Time, d time.Duration, err error)
 	// Client makes each user's client (default: a fresh transport per
 	// user, 30 s timeout); it must not share cookies between users.
 	Client func() *http.Client
@@ -225,7 +229,11 @@ func (u *user) loop(ctx context.Context, rec *recorder) {
 		if ctx.Err() != nil {
 			return false // the run ended during the request: not counted
 		}
-		rec.add(action, time.Since(t0), err)
+		d := time.Since(t0)
+		rec.add(action, d, err)
+		if u.cfg.Observe != nil {
+			u.cfg.Observe(action, t0, d, err)
+		}
 		return true
 	}
 	if !do("index", u.index) {

@@ -3,6 +3,7 @@ package shopper
 import (
 	"context"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -13,12 +14,25 @@ func run(t *testing.T, s *boutique.Shop, users int) *Report {
 	t.Helper()
 	srv := httptest.NewServer(s.FrontendHandler(boutique.LocalCaller(s)))
 	defer srv.Close()
+	var mu sync.Mutex
+	observed, observedErrs := 0, 0
 	rep, err := Run(context.Background(), Config{BaseURL: srv.URL, Users: users, Duration: 2 * time.Second,
-		SpawnOver: 100 * time.Millisecond, ThinkMin: 0, ThinkMax: 2 * time.Millisecond, Seed: 1})
+		SpawnOver: 100 * time.Millisecond, ThinkMin: 0, ThinkMax: 2 * time.Millisecond, Seed: 1,
+		Observe: func(action string, start time.Time, d time.Duration, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			observed++
+			if err != nil {
+				observedErrs++
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("\n%s", rep)
+	if observed != rep.Total().Count || observedErrs != rep.Total().Errors {
+		t.Errorf("observed %d tasks (%d failed), the report counts %d (%d)", observed, observedErrs, rep.Total().Count, rep.Total().Errors)
+	}
 	return rep
 }
 
