@@ -4,6 +4,8 @@
 //	sidecar   one HTTP function alone, behind the real queue-proxy, behind EPROXY
 //	chain2    the hello chain: SPRIGHT sk_msg vs polling vs the Knative path
 //	boutique  Online Boutique's six chains under a closed-loop user population
+//	boutique-shop  the real Online Boutique (pkg/samples/boutique) under
+//	          Locust-like users with sessions, every answer's content checked
 //	motion    intermittent IoT events: SPRIGHT warm vs Knative cold starts
 //	parking   bursts of 164 image-sized requests per period
 //	xdp       XDP/TC redirect on/off (run from test/bench/xdp when it exists)
@@ -48,7 +50,7 @@ var registry []*Scenario
 func register(s *Scenario) { registry = append(registry, s) }
 
 // order is the order `make bench` runs the scenarios in.
-var order = []string{"sidecar", "chain2", "boutique", "motion", "parking", "xdp", "cluster"}
+var order = []string{"sidecar", "chain2", "boutique", "boutique-shop", "motion", "parking", "xdp", "cluster"}
 
 func rank(name string) int {
 	for i, n := range order {
@@ -126,7 +128,7 @@ func Pick[T any](e *Env, full, quick T) T {
 }
 
 // Binary builds (once) and returns one of: spright, gateway, eproxy,
-// httpfn (test/fixtures/httpfn), queue-proxy (knative.dev/serving
+// httpfn (test/fixtures/httpfn), boutique (cmd/boutique), queue-proxy (knative.dev/serving
 // cmd/queue, see internal/sidecar). SPRIGHT_QUEUE_PROXY=PATH reuses a
 // queue-proxy build.
 func (e *Env) Binary(ctx context.Context, name string) (string, error) {
@@ -145,6 +147,8 @@ func (e *Env) Binary(ctx context.Context, name string) (string, error) {
 		pkg = "./cmd/eproxy"
 	case "httpfn":
 		pkg = "./test/fixtures/httpfn"
+	case "boutique":
+		pkg = "./cmd/boutique"
 	case "queue-proxy":
 		if p := os.Getenv("SPRIGHT_QUEUE_PROXY"); p != "" {
 			e.built[name] = p

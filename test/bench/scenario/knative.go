@@ -37,6 +37,9 @@ type FnSpec struct {
 	Name        string
 	Behavior    string // httpfn --behavior (echo, upper, reverse)
 	ServiceTime time.Duration
+	// Binary runs instead of httpfn (it takes httpfn's command line; e.g.
+	// cmd/boutique for the shop's services).
+	Binary string
 }
 
 type pod struct {
@@ -62,7 +65,10 @@ type knativePath struct {
 	ngErr  error
 	httpfn string
 	qpBin  string
-	qpEnv  sidecar.QueueProxyEnv
+	// root is the function nginx sends every other path to, the URI
+	// kept ("": none): a web application's front end.
+	root  string
+	qpEnv sidecar.QueueProxyEnv
 
 	mu sync.Mutex // pods' processes (cold starts)
 	// retired is the CPU ticks of stopped pods' processes by class.
@@ -76,6 +82,14 @@ var knSeq int
 // startKnative builds the Knative path for fns and chains (chain name →
 // function names in order) and starts every pod unless cold.
 func startKnative(ctx context.Context, e *Env, fns []FnSpec, chains map[string][]string, cold bool) (*knativePath, error) {
+	return startKnativeRoot(ctx, e, fns, chains, cold, "")
+}
+
+// startKnativeRoot is startKnative with function root behind nginx's "/"
+// (every path but /fn/ and /chain/, with its URI): the client's requests
+// reach it through nginx and its queue-proxy, as an ingress would route a
+// web application's host to its front end.
+func startKnativeRoot(ctx context.Context, e *Env, fns []FnSpec, chains map[string][]string, cold bool, root string) (*knativePath, error) {
 	httpfn, err := e.Binary(ctx, "httpfn")
 	if err != nil {
 		return nil, err
@@ -89,7 +103,7 @@ func startKnative(ctx context.Context, e *Env, fns []FnSpec, chains map[string][
 		return nil, err
 	}
 	knSeq++
-	k := &knativePath{e: e, byName: map[string]*pod{}, retired: map[string]uint64{}, chains: chains, httpfn: httpfn, qpBin: qp}
+	k := &knativePath{e: e, byName: map[string]*pod{}, retired: map[string]uint64{}, chains: chains, httpfn: httpfn, qpBin: qp, root: root}
 	k.dir = filepath.Join(e.Tmp, fmt.Sprintf("knative-%d", knSeq))
 	for _, d := range []string{"tmp/body", "tmp/proxy", "tmp/fcgi", "tmp/uwsgi", "tmp/scgi", "logs"} {
 		if err := os.MkdirAll(filepath.Join(k.dir, d), 0o755); err != nil {
@@ -132,6 +146,10 @@ func startKnative(ctx context.Context, e *Env, fns []FnSpec, chains map[string][
 			k.stop(nil)
 			return nil, err
 		}
+	}
+	if root != "" && k.byName[root] == nil {
+		k.stop(nil)
+		return nil, fmt.Errorf("root: no function %q", root)
 	}
 	for name, fs := range chains {
 		for _, f := range fs {
@@ -213,6 +231,10 @@ http {
 	for _, p := range k.pods {
 		fmt.Fprintf(&b, "    location = /fn/%s { proxy_set_header Connection \"\"; proxy_pass http://fn_%s/; }\n", p.spec.Name, ident(p.spec.Name))
 	}
+	if k.root != "" {
+		// No URI in proxy_pass: the path and query go through as sent.
+		fmt.Fprintf(&b, "    location / { proxy_set_header Connection \"\"; proxy_pass http://fn_%s; }\n", ident(k.root))
+	}
 	var names []string
 	for n := range k.chains {
 		names = append(names, n)
@@ -228,6 +250,9 @@ http {
 }
 
 func ident(s string) string { return strings.NewReplacer("-", "_", ".", "_").Replace(s) }
+
+// RootURL is the front-end's address of the root function ("/").
+func (k *knativePath) RootURL() string { return fmt.Sprintf("http://127.0.0.1:%d/", k.port) }
 
 // URL is the front-end's address for a chain.
 func (k *knativePath) URL(chain string) string {
@@ -262,8 +287,12 @@ func (k *knativePath) startPods(ctx context.Context) error {
 
 func (k *knativePath) startPod(ctx context.Context, p *pod) error {
 	p.starts++
+	bin := k.httpfn
+	if p.spec.Binary != "" {
+		bin = p.spec.Binary
+	}
 	fn, err := sidecar.StartUserFunction(ctx, sidecar.UserFunctionOptions{
-		Binary: k.httpfn, NetNS: p.ns, Port: k.qpEnv.UserPort, Behavior: p.spec.Behavior, ServiceTime: p.spec.ServiceTime,
+		Binary: bin, NetNS: p.ns, Port: k.qpEnv.UserPort, Behavior: p.spec.Behavior, ServiceTime: p.spec.ServiceTime,
 		LogPath:      filepath.Join(k.dir, "logs", fmt.Sprintf("%s-fn-%d.log", p.spec.Name, p.starts)),
 		StartTimeout: 30 * time.Second,
 		ExtraArgs:    []string{"--front", fmt.Sprintf("http://%s:%d", p.hostIP, k.port)},

@@ -77,12 +77,13 @@ type chain struct {
 	functions []benchutil.ProcKey
 }
 
-func startChain(spright, cfgPath, name, pinDir, logPath string) (*chain, error) {
+func startChain(spright, cfgPath, name, pinDir, logPath string, extra ...string) (*chain, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("create chain log: %w", err)
 	}
-	cmd := exec.Command(spright, "run", "-f", cfgPath, "--admin-listen", "", "--pin-dir", pinDir)
+	// extra comes last: a flag in it (e.g. --admin-listen ADDR) overrides.
+	cmd := exec.Command(spright, append([]string{"run", "-f", cfgPath, "--admin-listen", "", "--pin-dir", pinDir}, extra...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Its own process group: terminal signals go to the benchmark,
@@ -323,9 +324,10 @@ type sprightSys struct {
 }
 
 // startSpright runs config/samples/<sample>/chain.yaml in mode (skmsg |
-// poll), with mutate applied to the file, and waits until probe passes.
+// poll), with mutate applied to the file and extra added to `spright run`'s
+// flags, and waits until probe passes.
 func startSpright(ctx context.Context, e *Env, sample, mode string, mutate func(map[string]any),
-	probe func(ctx context.Context, url string) error) (*sprightSys, error) {
+	probe func(ctx context.Context, url string) error, extra ...string) (*sprightSys, error) {
 	bin, err := e.Binary(ctx, "spright")
 	if err != nil {
 		return nil, err
@@ -340,7 +342,7 @@ func startSpright(ctx context.Context, e *Env, sample, mode string, mutate func(
 	if err != nil {
 		return nil, err
 	}
-	ch, err := startChain(bin, cfg, name, defaultPinDir(sample+"-"+mode), filepath.Join(e.Tmp, fmt.Sprintf("%s-%s.log", sample, mode)))
+	ch, err := startChain(bin, cfg, name, defaultPinDir(sample+"-"+mode), filepath.Join(e.Tmp, fmt.Sprintf("%s-%s.log", sample, mode)), extra...)
 	if err != nil {
 		return nil, err
 	}
