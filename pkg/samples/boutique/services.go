@@ -101,8 +101,8 @@ func (s *Shop) catalog(d *Doc) {
 		d.Items = d.Items[:0]
 		for _, l := range d.Cart {
 			p, ok := LookupProduct(l.ProductID)
-			if !ok {
-				continue // withdrawn from the catalogue
+			if !ok || l.Quantity < 1 || l.Quantity > MaxLineQuantity {
+				continue // withdrawn from the catalogue, or not a cart's line
 			}
 			d.Items = append(d.Items, Item{Product: p, Quantity: l.Quantity})
 		}
