@@ -685,3 +685,20 @@ func (c *Chain) InstanceCount(name string) int {
 	}
 	return len(c.routes.Instances(fn))
 }
+
+// InstanceOf returns the instance that process pid registered in chain c
+// (its ID and function index); ok is false if pid has none there. A
+// supervisor uses it to take one instance out of routing
+// (RouteTable.RemoveInstance) and let it finish what it holds before
+// stopping its process: stopping it at once would fail its requests with
+// 502.
+func (g *Gateway) InstanceOf(c *Chain, pid int32) (id uint32, fn uint8, ok bool) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	for _, in := range g.instances {
+		if in.chain == c && in.pid == pid {
+			return in.id, in.fn, true
+		}
+	}
+	return 0, 0, false
+}
