@@ -41,8 +41,9 @@ Usage:
   spright bench [--quick] [SCENARIO...]   (from the source tree: go run ./test/bench)
 
 Run as root on Linux >= 5.15 with BTF. spright run restarts function processes
-that die; SIGINT, SIGTERM and SIGQUIT stop it and clean up; SIGHUP is logged
-(reload is not implemented yet).
+that die; SIGHUP re-reads the -f file and applies what changed while serving
+(so does PUT /chain on the admin listener; GET /chain shows the file in force);
+SIGINT, SIGTERM and SIGQUIT stop it and clean up.
 `
 
 func main() {
@@ -93,7 +94,7 @@ func cmdRun(args []string) error {
 	fs := flag.NewFlagSet("run", flag.ExitOnError)
 	file := fs.String("f", "", "chain file (chain.yaml)")
 	listen := fs.String("listen", "", "HTTP listen address (default: the file's, else 127.0.0.1:8080)")
-	admin := fs.String("admin-listen", "127.0.0.1:9091", "address for /metrics (empty: off)")
+	admin := fs.String("admin-listen", "127.0.0.1:9091", "address for /metrics, /adapters and /chain (GET; PUT reloads) (empty: off)")
 	pin := fs.String("pin-dir", "", "bpffs directory for the eBPF maps (default /sys/fs/bpf/spright/<chain>)")
 	ctl := fs.String("control", "", "control socket path (default /run/spright/<chain>-<pid>.sock)")
 	noNetns := fs.Bool("no-netns", false, "run functions in the host network namespace")
@@ -141,7 +142,7 @@ func cmdRun(args []string) error {
 	if a := r.CoAPAddr(); a != "" {
 		fmt.Fprintf(os.Stderr, "spright: CoAP on udp %s\n", a)
 	}
-	sig := serveUntilStopped(r, sigs, log)
+	sig := serveUntilStopped(r, *file, sigs, log)
 	fmt.Fprintf(os.Stderr, "spright: %v: stopping\n", sig)
 	go ignoreWhileStopping(sigs, log)
 	return r.Stop()

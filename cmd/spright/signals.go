@@ -18,7 +18,8 @@ import (
 // function processes would die with the runner (Pdeathsig) but nothing
 // would clean up after them.
 //
-//	SIGHUP            reload (not implemented yet: logged, the chain serves on as started)
+//	SIGHUP            reload: re-read the -f file and apply it (Runner.ReloadFile); a refused
+//	                  reload is logged with its reason and the chain serves on unchanged
 //	SIGINT, SIGTERM   stop: Runner.Stop drains HTTP, stops the functions, removes namespaces, veths, pins
 //	SIGQUIT           the same, after writing every goroutine's stack to stderr (what Go's default prints)
 //	SIGPIPE           ignored: stderr into a pipe whose reader went away must not kill the runner
@@ -39,11 +40,13 @@ func watchSignals() chan os.Signal {
 // serveUntilStopped acts on signals until one asks to stop, and returns it.
 // Runner.Stop is the caller's; signals arriving while it runs are logged
 // and otherwise ignored (see ignoreWhileStopping).
-func serveUntilStopped(r *standalone.Runner, sigs <-chan os.Signal, log *zap.Logger) os.Signal {
+func serveUntilStopped(r *standalone.Runner, file string, sigs <-chan os.Signal, log *zap.Logger) os.Signal {
 	for sig := range sigs {
 		switch sig {
 		case syscall.SIGHUP:
-			reload(r, log)
+			// In the background: a stop signal must not wait for a
+			// reload (Stop makes one in progress give up).
+			go reload(r, file, log)
 		case syscall.SIGPIPE:
 			// Nothing to do: the write that raised it failed with EPIPE.
 		case syscall.SIGQUIT:
@@ -56,14 +59,18 @@ func serveUntilStopped(r *standalone.Runner, sigs <-chan os.Signal, log *zap.Log
 	return nil
 }
 
-// reload is what SIGHUP does. Re-reading chain.yaml (a Runner.Reload
-// applying the changes to the running chain) is not implemented yet; when
-// it is, this is the place to call it. Until then the chain keeps serving
-// as it was started, which is what a daemon asked to reload must not get
-// wrong: SIGHUP used to kill `spright run` and leave its namespaces behind.
-func reload(r *standalone.Runner, log *zap.Logger) {
-	log.Warn("SIGHUP: reloading chain.yaml is not implemented yet; the chain keeps serving as started",
-		zap.String("chain", r.File.Name))
+// reload is what SIGHUP does: re-read the chain file and apply what
+// changed while the chain serves. Reloads run one at a time (a second
+// SIGHUP waits for the first). The runner logs what changed, or why it
+// refused: a file
+// that does not parse or changes what cannot change in place leaves the
+// chain serving as before — SIGHUP used to kill `spright run` outright.
+func reload(r *standalone.Runner, file string, log *zap.Logger) {
+	log.Info("SIGHUP: reloading the chain file", zap.String("chain", r.File.Name), zap.String("file", file))
+	if err := r.ReloadFile(file); err != nil {
+		log.Error("SIGHUP: reload not applied; the chain serves on as before", zap.String("chain", r.File.Name),
+			zap.String("file", file), zap.Error(err))
+	}
 }
 
 // ignoreWhileStopping logs the signals that arrive while Runner.Stop runs:

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -92,17 +93,25 @@ func (p *Proc) Netns() string {
 
 // Runner is a running standalone chain.
 type Runner struct {
+	// File is the chain file the runner was started with; Config is the
+	// one in force after reloads (the name never changes).
 	File    *ChainFile
 	Gateway *gateway.Gateway
 	Chain   *gateway.Chain
 	opts    Options
 	log     *zap.Logger
-	slots   []*slot // one per function instance, in chain.yaml order
-	nets    []*podNet
-	srv     *http.Server
-	admin   *http.Server
-	ln      net.Listener
-	adminLn net.Listener
+	cur     atomic.Pointer[ChainFile] // the file in force (Reload swaps it)
+
+	// slotsMu guards slots, retiring and nets: a reload adds and removes
+	// slots while /metrics, Procs and Stop read them.
+	slotsMu  sync.RWMutex
+	slots    []*slot        // one per function instance, in chain.yaml order
+	retiring map[*slot]bool // slots a reload is stopping (out of slots, not yet gone)
+	nets     []*podNet
+	srv      *http.Server
+	admin    *http.Server
+	ln       net.Listener
+	adminLn  net.Listener
 
 	// stopMu orders Stop against restarts: Stop sets stopped and closes
 	// quit under it, and respawn starts a process under it only while
@@ -114,6 +123,13 @@ type Runner struct {
 
 	pidMu sync.Mutex
 	pids  map[int32]string // pid -> function it was started as
+
+	// reloadMu serializes reloads, and Stop waits for one in progress
+	// (it gives up as soon as quit closes) before tearing down what it
+	// works on.
+	reloadMu                       sync.Mutex
+	reloadsApplied, reloadsRefused atomic.Uint64
+	lastReload                     atomic.Int64 // nanoseconds the last applied reload took
 
 	// Adapters are the chain's protocol adapter hook points.
 	Adapters *adapter.Chain
@@ -158,7 +174,16 @@ func (r *Runner) newPod(what string, forwarding bool) (*podNet, error) {
 	if err := pn.create(); err != nil {
 		return nil, fmt.Errorf("netns for %s: %w", what, err)
 	}
+	r.slotsMu.Lock()
+	if r.isStopping() {
+		// A reload's pod made after Stop took its list of namespaces
+		// would be left behind: remove it here instead.
+		r.slotsMu.Unlock()
+		pn.delete()
+		return nil, errStopping
+	}
 	r.nets = append(r.nets, pn)
+	r.slotsMu.Unlock()
 	if forwarding || r.fwd != nil {
 		if err := pn.enableForwarding(); err != nil {
 			return nil, fmt.Errorf("netns for %s: %w", what, err)
@@ -228,7 +253,8 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 		return nil, err
 	}
 	opts.Restart = opts.Restart.withDefaults()
-	r = &Runner{File: cf, opts: opts, log: opts.Logger, pids: map[int32]string{}, quit: make(chan struct{})}
+	r = &Runner{File: cf, opts: opts, log: opts.Logger, pids: map[int32]string{}, quit: make(chan struct{}), retiring: map[*slot]bool{}}
+	r.cur.Store(cf)
 	defer func() {
 		if err != nil {
 			r.Stop()
@@ -273,7 +299,7 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 			if err != nil {
 				return r, err
 			}
-			r.slots = append(r.slots, &slot{fn: f, index: i, net: pn, proc: p})
+			r.slots = append(r.slots, newSlot(f, i, pn, p))
 		}
 	}
 	if err = r.waitReady(); err != nil {
@@ -323,6 +349,7 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 		mux.Handle("/metrics", r.metricsHandler())
 		mux.Handle("/adapters", adapter.AdminHandler(r.Adapters))
 		mux.Handle("/adapters/", adapter.AdminHandler(r.Adapters))
+		mux.Handle("/chain", r.chainHandler())
 		r.admin = &http.Server{Addr: opts.AdminListen, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		if r.adminLn, err = net.Listen("tcp", opts.AdminListen); err != nil {
 			return r, fmt.Errorf("admin listen %s: %w", opts.AdminListen, err)
@@ -338,8 +365,8 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 // Addr is the HTTP listen address.
 func (r *Runner) Addr() string { return r.ln.Addr().String() }
 
-// AdminAddr is the admin listener's address (/metrics, /adapters; "" if
-// off).
+// AdminAddr is the admin listener's address (/metrics, /adapters, /chain;
+// "" if off).
 func (r *Runner) AdminAddr() string {
 	if r.adminLn == nil {
 		return ""
@@ -351,6 +378,13 @@ func (r *Runner) AdminAddr() string {
 // the process running it now, or, while its restart waits out a back-off,
 // the one that exited (Done is closed).
 func (r *Runner) Procs() []*Proc {
+	r.slotsMu.RLock()
+	defer r.slotsMu.RUnlock()
+	return r.procsLocked()
+}
+
+// procsLocked is Procs with slotsMu held.
+func (r *Runner) procsLocked() []*Proc {
 	out := make([]*Proc, len(r.slots))
 	for i, s := range r.slots {
 		out[i] = s.current()
@@ -363,7 +397,7 @@ func (r *Runner) Procs() []*Proc {
 // restart counters, in Prometheus text format.
 func (r *Runner) metricsHandler() http.Handler {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(r.Gateway, (*supervision)(r), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(r.Gateway, (*supervision)(r), (*reloads)(r), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
 }
 
@@ -371,7 +405,7 @@ func (r *Runner) spawn(f FunctionFile, idx int, pn *podNet) (*Proc, error) {
 	var argv []string
 	env := append(os.Environ(),
 		"SPRIGHT_CONTROL_SOCKET="+r.opts.ControlSocket,
-		"SPRIGHT_CHAIN="+r.File.Name,
+		"SPRIGHT_CHAIN="+r.File.Name, // a reload never changes the name
 		"SPRIGHT_FUNCTION="+f.Name,
 		"SPRIGHT_INSTANCE_INDEX="+strconv.Itoa(idx),
 	)
@@ -451,7 +485,7 @@ func (r *Runner) waitReady() error {
 		if missing == "" {
 			return nil
 		}
-		for _, s := range r.slots {
+		for _, s := range r.slots { // Start's own: no reload runs yet
 			select {
 			case <-s.proc.done:
 				return fmt.Errorf("function %s/%d exited before registering: %v", s.fn.Name, s.index, s.proc.err)
@@ -479,8 +513,12 @@ func (r *Runner) Stop() error {
 	close(r.quit)
 	r.stopMu.Unlock()
 	// Supervisors return at once now (one inside respawn has finished:
-	// it held stopMu), so Procs is final.
+	// it held stopMu), and a reload gives up (every wait of its selects on
+	// quit; it starts no process once stopped is set), so the slots are
+	// final once it has returned.
 	r.superWG.Wait()
+	r.reloadMu.Lock()
+	defer r.reloadMu.Unlock()
 	var errs []error
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -491,7 +529,13 @@ func (r *Runner) Stop() error {
 		r.admin.Shutdown(ctx)
 	}
 	r.stopAdapters()
-	procs := r.Procs()
+	r.slotsMu.RLock()
+	procs := r.procsLocked()
+	for s := range r.retiring {
+		procs = append(procs, s.current())
+	}
+	nets := append([]*podNet(nil), r.nets...)
+	r.slotsMu.RUnlock()
 	for _, p := range procs {
 		p.signal(syscall.SIGTERM)
 	}
@@ -509,7 +553,7 @@ func (r *Runner) Stop() error {
 	if r.Gateway != nil {
 		errs = append(errs, r.Gateway.Close(), r.Gateway.Unpin())
 	}
-	for _, n := range r.nets {
+	for _, n := range nets {
 		errs = append(errs, n.delete())
 	}
 	return errors.Join(errs...)

@@ -80,9 +80,16 @@ func (p RestartPolicy) delay(streak int) time.Duration {
 // slot is one instance of a function: the process running it now and its
 // restart history. The network namespace outlives the processes.
 type slot struct {
-	fn    FunctionFile
+	fn    FunctionFile // the spec its processes run (a reload that changes it makes new slots)
 	index int
 	net   *podNet
+
+	// stop is closed when a reload retires the slot (its function left
+	// the chain, was scaled down or replaced): the supervisor returns and
+	// never restarts it. retired is set with it, under Runner.stopMu, so
+	// that respawn, which holds stopMu, cannot start a process after.
+	stop    chan struct{}
+	retired bool
 
 	mu       sync.Mutex
 	proc     *Proc // running, or the last one while a restart waits
@@ -91,6 +98,10 @@ type slot struct {
 	exits    int
 	lastCode int           // of the last exit (exitStatus)
 	backoff  time.Duration // waited before the latest restart
+}
+
+func newSlot(f FunctionFile, idx int, pn *podNet, p *Proc) *slot {
+	return &slot{fn: f, index: idx, net: pn, proc: p, stop: make(chan struct{})}
 }
 
 func (s *slot) current() *Proc {
@@ -177,8 +188,10 @@ func (r *Runner) supervise(s *slot) {
 		case <-p.done:
 		case <-r.quit:
 			return
+		case <-s.stop:
+			return
 		}
-		if r.isStopping() {
+		if r.isStopping() || r.isRetired(s) {
 			return
 		}
 		code, reason := exitStatus(p)
@@ -193,6 +206,9 @@ func (r *Runner) supervise(s *slot) {
 				select {
 				case <-t.C:
 				case <-r.quit:
+					t.Stop()
+					return
+				case <-s.stop:
 					t.Stop()
 					return
 				}
@@ -213,13 +229,14 @@ func (r *Runner) supervise(s *slot) {
 	}
 }
 
-// respawn starts s's next process unless Stop has begun. It holds stopMu
-// across the start, so Stop, which sets stopped under the same lock, sees
-// every process that will ever run and has none started behind its back.
+// respawn starts s's next process unless Stop has begun or a reload
+// retired s. It holds stopMu across the start, so Stop and retire, which
+// set stopped and retired under the same lock, see every process that will
+// ever run in the slot and have none started behind their back.
 func (r *Runner) respawn(s *slot) (*Proc, error) {
 	r.stopMu.Lock()
 	defer r.stopMu.Unlock()
-	if r.stopped {
+	if r.stopped || s.retired {
 		return nil, errStopping
 	}
 	p, err := r.spawn(s.fn, s.index, s.net)
@@ -228,6 +245,23 @@ func (r *Runner) respawn(s *slot) (*Proc, error) {
 	}
 	s.replaced(p)
 	return p, nil
+}
+
+// retire stops s's supervision for good: after it, no process starts in
+// the slot again, and s.current() is the last one (running or exited).
+func (r *Runner) retire(s *slot) {
+	r.stopMu.Lock()
+	defer r.stopMu.Unlock()
+	if !s.retired {
+		s.retired = true
+		close(s.stop)
+	}
+}
+
+func (r *Runner) isRetired(s *slot) bool {
+	r.stopMu.Lock()
+	defer r.stopMu.Unlock()
+	return s.retired
 }
 
 func (r *Runner) isStopping() bool {
@@ -265,7 +299,19 @@ func (v *supervision) Describe(ch chan<- *prometheus.Desc) {
 // Collect implements prometheus.Collector.
 func (v *supervision) Collect(ch chan<- prometheus.Metric) {
 	r := (*Runner)(v)
+	r.slotsMu.RLock()
+	defer r.slotsMu.RUnlock()
+	// Retiring slots are left out, and while a reload replaces a
+	// function, old and new slots share indices: the newer (later) one is
+	// reported, as the series must be unique.
+	latest := map[string]*slot{}
 	for _, s := range r.slots {
+		latest[s.fn.Name+"/"+strconv.Itoa(s.index)] = s
+	}
+	for _, s := range r.slots {
+		if latest[s.fn.Name+"/"+strconv.Itoa(s.index)] != s {
+			continue
+		}
 		s.mu.Lock()
 		restarts, exits, code, backoff := s.restarts, s.exits, s.lastCode, s.backoff
 		s.mu.Unlock()
