@@ -36,6 +36,20 @@ func startBoutique(t *testing.T) *chain {
 	return c
 }
 
+// noSlotsHeld fails unless every slot of the chain's pool is free again
+// (after a short grace for answers still being written).
+func noSlotsHeld(t *testing.T, c *chain) {
+	t.Helper()
+	p := c.Runner.Chain.Pool()
+	deadline := time.Now().Add(2 * time.Second)
+	for p.FreeCount() != int(p.Slots()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d slots still held after the requests ended", int(p.Slots())-p.FreeCount(), p.Slots())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 var uuidRe = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
 
 // TestBoutiqueChromium shops in a real headless Chromium through the
@@ -189,7 +203,8 @@ func masked(page string) string {
 // through the plain HTTP services (the Knative baseline's form), but for
 // the order's own IDs.
 func TestBoutiqueSprightMatchesPlainHTTP(t *testing.T) {
-	sp := strings.TrimSuffix(startBoutique(t).url, "/")
+	spc := startBoutique(t)
+	sp := strings.TrimSuffix(spc.url, "/")
 	pl := plainBoutique(t)
 	bad := shopper.CheckoutForm()
 	bad.Set("credit_card_number", "4432-8015-6152-0455")
@@ -225,6 +240,8 @@ func TestBoutiqueSprightMatchesPlainHTTP(t *testing.T) {
 			t.Logf("order confirmation through SPRIGHT (masked):\n%s", masked(p1[i:i+min(900, len(p1)-i)]))
 		}
 	}
+	// Bad input leaks nothing: every slot is free again.
+	noSlotsHeld(t, spc)
 }
 
 // TestBoutiqueShopperOverSpright: Locust-like users with short think times
@@ -243,4 +260,5 @@ func TestBoutiqueShopperOverSpright(t *testing.T) {
 	if r := rep.Get("checkout"); r == nil || r.Count == 0 {
 		t.Fatal("no checkout ran")
 	}
+	noSlotsHeld(t, c)
 }
