@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -53,7 +54,7 @@ type Watcher struct {
 	applyMu sync.Mutex // serializes Apply and Delete
 	mu      sync.RWMutex
 	chains  map[types.NamespacedName]*loaded
-	ids    map[uint16]types.NamespacedName // chain IDs in use
+	ids     map[uint16]types.NamespacedName // chain IDs in use
 	// retired are deleted Chains whose pool the gateway still holds (it
 	// releases pools only when it restarts): a Chain created again under
 	// the same name is served with them.
@@ -157,7 +158,7 @@ func (w *Watcher) Apply(c *v1alpha1.Chain) error {
 		for _, r := range f.Revisions {
 			rev := types.NamespacedName{Namespace: c.Namespace, Name: r}
 			revs = append(revs, rev)
-			w.g.SetRevisionChain(rev, gateway.ChainMember{Chain: GatewayName(key), Function: f.Name})
+			w.g.SetRevisionChain(rev, gateway.ChainMember{Chain: GatewayName(key), Function: f.Name, Routed: slices.Contains(f.Routed, r)})
 		}
 	}
 	for _, old := range l.revs {

@@ -148,17 +148,25 @@ func (g *Gateway) poke(c *Chain, name string) {
 	}
 }
 
-// revisionsOf lists the revisions SetRevisionChain mapped to a function.
+// revisionsOf lists the revisions SetRevisionChain mapped to a function
+// that Knative routes traffic to, or all of them when none is marked
+// routed (a route that has not reported yet).
 func (g *Gateway) revisionsOf(chain, function string) []types.NamespacedName {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
-	var out []types.NamespacedName
+	var all, routed []types.NamespacedName
 	for rev, m := range g.revChains {
 		if m.Chain == chain && m.Function == function {
-			out = append(out, rev)
+			all = append(all, rev)
+			if m.Routed {
+				routed = append(routed, rev)
+			}
 		}
 	}
-	return out
+	if len(routed) > 0 {
+		return routed
+	}
+	return all
 }
 
 func (g *Gateway) podName() string {

@@ -16,6 +16,10 @@ import (
 // ChainMember says which chain function a Knative revision implements.
 type ChainMember struct {
 	Chain, Function string
+	// Routed: Knative routes the Service's traffic to this revision. A
+	// held request wakes only routed revisions (all of the function's,
+	// when none is marked).
+	Routed bool
 }
 
 // SetRevisionChain records that pods of revision ns/rev are members of a
@@ -36,7 +40,7 @@ func (g *Gateway) SetRevisionChain(rev types.NamespacedName, m ChainMember) {
 	g.revChains[rev] = m
 	var stale []*pod
 	for p, welcomed := range g.revPods[rev] {
-		if welcomed != m {
+		if welcomed.Chain != m.Chain || welcomed.Function != m.Function {
 			stale = append(stale, p)
 		}
 	}

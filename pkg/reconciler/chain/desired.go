@@ -3,6 +3,7 @@ package chain
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 
@@ -114,10 +115,14 @@ func MakeChainSpec(chain string, members []Member, revisions map[string][]string
 		return Verdict{Reason: reasonFor(err), Msg: err.Error()}
 	}
 	spec := v1alpha1.ChainSpec{Entry: c.Entry, Protocol: c.Protocol}
+	routed := map[string][]string{}
+	for _, m := range members {
+		routed[m.Service.Name] = RoutedRevisions(m.Service)
+	}
 	for _, f := range c.Spec.Functions {
 		revs := append([]string(nil), revisions[f.Name]...)
 		sort.Strings(revs)
-		spec.Functions = append(spec.Functions, v1alpha1.ChainFunction{Name: f.Name, Revisions: revs})
+		spec.Functions = append(spec.Functions, v1alpha1.ChainFunction{Name: f.Name, Revisions: revs, Routed: routed[f.Name]})
 	}
 	for _, r := range c.Spec.Routes {
 		spec.Routes = append(spec.Routes, v1alpha1.ChainRoute{From: r.From, Topic: r.Topic, To: append([]string(nil), r.To...)})
@@ -241,4 +246,18 @@ type chainOwner struct{ *v1alpha1.Chain }
 
 func (o chainOwner) GetGroupVersionKind() schema.GroupVersionKind {
 	return v1alpha1.SchemeGroupVersion.WithKind(v1alpha1.Kind)
+}
+
+// RoutedRevisions are the revisions svc's route sends traffic to (its
+// status.traffic targets with a percent above 0), sorted; nil before the
+// route has reported any.
+func RoutedRevisions(svc *servingv1.Service) []string {
+	var out []string
+	for _, t := range svc.Status.Traffic {
+		if t.RevisionName != "" && t.Percent != nil && *t.Percent > 0 && !slices.Contains(out, t.RevisionName) {
+			out = append(out, t.RevisionName)
+		}
+	}
+	sort.Strings(out)
+	return out
 }

@@ -32,6 +32,9 @@ func (s *ChainSpec) DeepCopyInto(out *ChainSpec) {
 		for i := range s.Functions {
 			out.Functions[i] = s.Functions[i]
 			out.Functions[i].Revisions = append([]string(nil), s.Functions[i].Revisions...)
+			if s.Functions[i].Routed != nil {
+				out.Functions[i].Routed = append([]string(nil), s.Functions[i].Routed...)
+			}
 		}
 	}
 	if s.Routes != nil {

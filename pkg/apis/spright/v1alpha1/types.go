@@ -54,6 +54,12 @@ type ChainFunction struct {
 	// Revisions are the member's revisions that exist now: pods of any of
 	// them that register with a gateway join the chain as this function.
 	Revisions []string `json:"revisions,omitempty"`
+	// Routed are the revisions among them that the Service's route sends
+	// traffic to (status.traffic with a percent above 0): the ones a
+	// gateway wakes from zero for a held request. Old revisions stay
+	// members while their pods drain, but waking them would only start
+	// pods Knative scales down again.
+	Routed []string `json:"routed,omitempty"`
 }
 
 // ChainRoute sends a function's output on a topic to the next function(s);
