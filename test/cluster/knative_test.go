@@ -274,7 +274,12 @@ func TestSprightOnKnative(t *testing.T) {
 		rev := strings.TrimSpace(e.kubectlT(t, "get", "ksvc", "reverse", "-o", "jsonpath={.status.latestReadyRevisionName}"))
 		waitFor(t, 3*time.Minute, "reverse at zero", func() (bool, error) {
 			out, err := e.run(time.Minute, e.kubectl, "get", "pods", "-l", "serving.knative.dev/service=reverse", "-o", "name")
-			return strings.TrimSpace(out) == "", err
+			if err != nil || strings.TrimSpace(out) == "" {
+				return err == nil, err
+			}
+			// Say why not, if it never gets there.
+			pods, _ := e.run(time.Minute, e.kubectl, "get", "pods,kpa", "-o", "wide")
+			return false, fmt.Errorf("still running:\n%s", pods)
 		})
 		before := e.gatewayMetrics(t)
 		start := time.Now()
