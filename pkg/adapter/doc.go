@@ -27,7 +27,9 @@
 // sent; Attach/Detach switch new messages at once and wait for those in
 // flight before closing the old adapter, so none is lost. Where the paper
 // loads shared libraries, adapters here are Go values built by registered
-// factories (the built-ins: "http", "cloudevents", "mqtt", "coap"), and
+// factories (the built-ins: "http", "cloudevents", "mqtt", "coap", and
+// "web", which carries a whole HTTP exchange for web applications as
+// binary envelopes: WebRequest in the payload, WebResponse back), and
 // custom adapters are WebAssembly modules run sandboxed by package
 // adapter/wasm ("wasm:/path/to/module.wasm").
 //
