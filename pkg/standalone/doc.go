@@ -7,4 +7,21 @@
 // RestartPolicy). Stopping (Runner.Stop: `spright run` calls it on Ctrl-C,
 // SIGTERM or SIGQUIT) drains HTTP, stops the functions, removes the
 // namespaces and veths, and unpins the maps.
+//
+// Runner.Reload (reload.go; `spright run` calls it on SIGHUP, the admin
+// listener on PUT /chain) applies a changed chain file while the chain
+// serves: routes, topics, timeouts and concurrency through the gateway's
+// UpdateChain (requests in flight finish on the routes they started with);
+// added functions and extra instances start and register before the new
+// routes are switched in; removed functions stop once no request from
+// before the switch is in flight (Chain.WaitDrained) and are never
+// restarted; surplus and replaced instances (command, behavior,
+// serviceTime, workers or env changed: all new processes first, then the
+// old ones one by one) leave after being taken out of routing and holding
+// no slot for 100 ms. What the runner cannot change live — name, id, mode,
+// listen, pool geometry and huge pages, protocol adapters and their
+// listeners, redirect, gatewayNetns, clientNetns — is refused with
+// ErrReloadRefused naming it, and a new process that cannot register
+// rolls the reload back (ErrReloadFailed); either way the chain serves on
+// as before.
 package standalone

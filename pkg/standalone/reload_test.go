@@ -26,9 +26,9 @@ func mustParse(t *testing.T, s string) *ChainFile {
 	return cf
 }
 
-// TestFixedChanges: what a reload refuses is named with its old and new
+// TestReloadFixedChanges: what a reload refuses is named with its old and new
 // values; what it can apply is not listed.
-func TestFixedChanges(t *testing.T) {
+func TestReloadFixedChanges(t *testing.T) {
 	old := mustParse(t, planBase)
 	for _, tc := range []struct{ edit, want string }{
 		{"slots: 64", "pool geometry: slots (64 → 128)"},
@@ -62,9 +62,9 @@ func TestFixedChanges(t *testing.T) {
 	}
 }
 
-// TestDiffFunctions: added, removed, scaled and replaced functions, and
+// TestReloadDiffFunctions: added, removed, scaled and replaced functions, and
 // changes that only touch the route table.
-func TestDiffFunctions(t *testing.T) {
+func TestReloadDiffFunctions(t *testing.T) {
 	old := mustParse(t, planBase)
 	nw := mustParse(t, `
 name: c

@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -288,8 +289,9 @@ func mustParse(t *testing.T, yaml string) *standalone.ChainFile {
 // TestStandaloneReload: Runner.Reload under load from 6 client goroutines:
 // a route change, a member added, a member removed (its processes gone and
 // not restarted), then a member scaled from 1 to 2 instances and another
-// replaced (its behaviour's service time changed: new processes), and a
-// refused reload (pool geometry). No request fails; each answer is one of
+// replaced (its behaviour's service time changed: new processes), a
+// refused reload (pool geometry) and a failed one taken back (an added
+// function that exits before registering). No request fails; each answer is one of
 // the versions that could have served it; after each reload the new
 // routes are in force; /metrics counts the reloads.
 func TestStandaloneReload(t *testing.T) {
@@ -322,8 +324,10 @@ functions:
 `, func(s string) string { return s }})
 	for _, st := range steps {
 		var upper []int
+		upperNS := ""
 		if st.what == "member removed" {
 			upper = functionPids("upper", ctl)
+			upperNS = proc(t, c.Runner, "upper", 0).Netns()
 		}
 		var reversePids []int
 		if strings.Contains(st.what, "replacement") {
@@ -344,6 +348,13 @@ functions:
 		}
 		if upper != nil {
 			checkGone(t, "upper", ctl, upper)
+			out, _ := exec.Command("ip", "netns", "list").Output()
+			for _, line := range strings.Split(string(out), "\n") {
+				if f := strings.Fields(line); upperNS == "" || len(f) > 0 && f[0] == upperNS {
+					t.Errorf("the removed function's network namespace %q is still there:\n%s", upperNS, out)
+					break
+				}
+			}
 		}
 		if reversePids != nil {
 			for _, pid := range reversePids {
@@ -378,14 +389,26 @@ functions:
 	if c.Config() != before {
 		t.Errorf("a refused reload changed the config in force")
 	}
+	// Failed and taken back: an added function whose process exits
+	// before it registers. The routes never name it; the chain serves on.
+	procsBefore := fmt.Sprint(c.Procs())
+	broken := strings.Replace(steps[len(steps)-1].yaml, `routes: {"*": [reverse, again]}`, `routes: {"*": [reverse, broken, again]}`, 1) +
+		"  - {name: broken, command: [/bin/false]}\n"
+	err = c.Reload(mustParse(t, broken))
+	if !errors.Is(err, standalone.ErrReloadFailed) || !strings.Contains(err.Error(), "broken/0 exited before registering") {
+		t.Errorf("a function that cannot start: %v, want ErrReloadFailed saying broken/0 exited", err)
+	}
+	if c.Config() != before || fmt.Sprint(c.Procs()) != procsBefore {
+		t.Errorf("a failed reload changed the config in force or the processes: %v, want %v", c.Procs(), procsBefore)
+	}
 	waitAnswers(t, l, 200)
 	l.end(t)
 
 	m := mustScrape(t, c.AdminAddr())
 	applied := m[`spright_standalone_reloads_total{chain="reload",result="applied"}`]
 	refused := m[`spright_standalone_reloads_total{chain="reload",result="refused"}`]
-	if applied != float64(len(steps)) || refused != 1 {
-		t.Errorf("reloads_total applied=%v refused=%v, want %d and 1", applied, refused, len(steps))
+	if applied != float64(len(steps)) || refused != 2 {
+		t.Errorf("reloads_total applied=%v refused=%v, want %d and 2", applied, refused, len(steps))
 	}
 	if c.Chain.Updates.Load() < uint64(len(steps)) {
 		t.Errorf("gateway chain updates %d, want at least %d", c.Chain.Updates.Load(), len(steps))
