@@ -374,11 +374,11 @@ func diffRouting(old, nw *ChainFile) []string {
 // processSpec is what a function's processes are started with: a change
 // in it replaces them.
 type processSpec struct {
-	Behavior    string
-	ServiceTime Duration
-	Workers     int
-	Command     []string
-	Env         map[string]string
+	Behavior    string            `json:"behavior,omitempty"`
+	ServiceTime Duration          `json:"serviceTime,omitempty"`
+	Workers     int               `json:"workers,omitempty"`
+	Command     []string          `json:"command,omitempty"`
+	Env         map[string]string `json:"env,omitempty"`
 }
 
 func specOf(f *FunctionFile) processSpec {
@@ -629,6 +629,11 @@ func (r *Runner) chainHandler() http.Handler {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}
+			if err := commandsUnchanged(r.Config(), cf); err != nil {
+				r.refused("PUT /chain", err)
+				http.Error(w, err.Error(), http.StatusForbidden)
+				return
+			}
 			start := time.Now()
 			changes, err := r.reload(cf, "PUT /chain")
 			switch {
@@ -653,6 +658,32 @@ func (r *Runner) chainHandler() http.Handler {
 			http.Error(w, "GET or PUT a chain.yaml", http.StatusMethodNotAllowed)
 		}
 	})
+}
+
+// commandsUnchanged refuses a file sent over HTTP that would start a
+// command, or set an environment, that the chain in force does not
+// already run: the admin listener has no authentication, and the runner
+// starts function processes as root, so such a PUT would let anyone who
+// reaches the listener run anything as root (a command, or LD_PRELOAD in
+// env). Those changes go through the file and SIGHUP, which need the
+// rights to write the file and signal the runner.
+func commandsUnchanged(cur, nw *ChainFile) error {
+	have := map[string]processSpec{}
+	for i := range cur.Functions {
+		have[cur.Functions[i].Name] = specOf(&cur.Functions[i])
+	}
+	for i := range nw.Functions {
+		f := &nw.Functions[i]
+		if len(f.Command) == 0 && len(f.Env) == 0 {
+			continue
+		}
+		want, old := specOf(f), have[f.Name]
+		if !reflect.DeepEqual(want.Command, old.Command) || !reflect.DeepEqual(want.Env, old.Env) {
+			return fmt.Errorf("%w: function %q: a command or env that is not already in force can only be set through the chain file and SIGHUP, not over HTTP (the admin listener has no authentication and functions run as root)",
+				ErrReloadRefused, f.Name)
+		}
+	}
+	return nil
 }
 
 // reloads exports the reload counters with the other metrics.

@@ -451,9 +451,11 @@ func put(t *testing.T, admin, yaml string) (int, string) {
 // the member added by PUT /chain, the member removed by SIGHUP again (its
 // processes gone, not restarted): no request fails and the answers follow
 // the routes. Then refused reloads: a pool geometry change by PUT (409
-// naming it, logged, the chain serving as before) and a file that does not
-// parse by SIGHUP (logged; still serving). GET /chain shows the file in
-// force; /metrics counts 3 applied and 2 refused; SIGTERM still cleans up
+// naming it, logged, the chain serving as before), a new command by PUT
+// (403: function processes run as root, so only the file and SIGHUP may
+// set a command or env) and a file that does not parse by SIGHUP (logged;
+// still serving). GET /chain shows the file in force; /metrics counts 3
+// applied and 3 refused; SIGTERM still cleans up
 // everything, the namespaces of added and removed functions included.
 func TestStandaloneReloadCLI(t *testing.T) {
 	admin := "127.0.0.1:" + freePortOn(t, "127.0.0.1")
@@ -509,6 +511,12 @@ func TestStandaloneReloadCLI(t *testing.T) {
 		t.Errorf("pool geometry change by PUT: %d %q, want 409 naming the slot size", code, body)
 	}
 	c.waitLog(t, "pool geometry: slotSize (4096 → 8192)", 0)
+	// Refused by PUT: a command (it would run as root) is for the file
+	// and SIGHUP only.
+	code, body = put(t, admin, last.yaml+"  - {name: sh, command: [/bin/sh, -c, 'touch /tmp/pwned-by-put']}\n")
+	if code != http.StatusForbidden || !strings.Contains(body, "only be set through the chain file and SIGHUP") {
+		t.Errorf("a new command by PUT: %d %q, want 403", code, body)
+	}
 	// Refused by SIGHUP: a file that does not parse.
 	n := c.countIn("reload not applied")
 	os.WriteFile(file, []byte("name: reload\nfunctions: [oops\n"), 0o644)
@@ -531,8 +539,8 @@ func TestStandaloneReloadCLI(t *testing.T) {
 	}
 	m := mustScrape(t, admin)
 	if a, r := m[`spright_standalone_reloads_total{chain="reload",result="applied"}`],
-		m[`spright_standalone_reloads_total{chain="reload",result="refused"}`]; a != 3 || r != 2 {
-		t.Errorf("reloads_total applied=%v refused=%v, want 3 and 2", a, r)
+		m[`spright_standalone_reloads_total{chain="reload",result="refused"}`]; a != 3 || r != 3 {
+		t.Errorf("reloads_total applied=%v refused=%v, want 3 and 3", a, r)
 	}
 	if u := m[`spright_gateway_chain_updates_total{chain="reload"}`]; u < 3 {
 		t.Errorf("spright_gateway_chain_updates_total %v, want at least 3", u)
