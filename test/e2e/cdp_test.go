@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,17 +54,37 @@ func startChromium(t *testing.T) *browserTab {
 	if bin == "" {
 		t.Skip("needs a headless Chromium: apt-get install chromium (Debian package chromium)")
 	}
+	// The profile is ours to remove: Chromium's helper processes may still
+	// be writing into it for a moment after they are killed.
+	profile, err := os.MkdirTemp("", "spright-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-		"--hide-scrollbars", "--user-data-dir="+t.TempDir(), "--remote-debugging-port=0", "--window-size=1280,1000", "about:blank")
+		"--hide-scrollbars", "--user-data-dir="+profile, "--remote-debugging-port=0", "--window-size=1280,1000", "about:blank")
+	// Its own process group, so that its helpers (zygote, renderers,
+	// crash handler) end with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := cmd.Start(); err != nil {
+		os.RemoveAll(profile)
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		cmd.Wait()
+		for i := 0; i < 20; i++ {
+			if os.RemoveAll(profile) == nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		t.Logf("could not remove the browser profile %s", profile)
+	})
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
