@@ -215,6 +215,9 @@ func TestBoutiqueSprightMatchesPlainHTTP(t *testing.T) {
 		want         string
 	}{
 		{"GET", "/", nil, 200, "Hot products"},
+		{"GET", "/product/L9ECAV7KIM", nil, 200, "Loafers"},
+		{"POST", "/setCurrency", url.Values{"currency_code": {"JPY"}}, 200, "Hot products"}, // redirected home (these requests keep EUR)
+		{"POST", "/setCurrency", url.Values{"currency_code": {"XYZ"}}, 400, "not one this shop offers"},
 		{"POST", "/cart", url.Values{"product_id": {"1YMWWN1N4O"}, "quantity": {"2"}}, 200, "€194.59"},
 		{"POST", "/cart", url.Values{"product_id": {"9SIQT8TOJO"}, "quantity": {"3"}}, 200, "Bamboo Glass Jar"},
 		{"POST", "/cart/checkout", bad, 400, "checksum"},
