@@ -181,6 +181,11 @@ func (r *Runner) reload(nw *ChainFile, source string) (changes []string, err err
 	}
 	var started []*slot
 	rollback := func(cause error) ([]string, error) {
+		if r.isStopping() {
+			// Stop, waiting for this reload, stops every process and
+			// removes every namespace anyway, at once.
+			return nil, errStopping
+		}
 		// Instances of kept functions may already serve requests: they
 		// leave as any other does (drained first).
 		for _, s := range started {

@@ -23,6 +23,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap/zaptest"
+
 	"github.com/spright-dev/spright/pkg/standalone"
 )
 
@@ -546,4 +548,59 @@ func TestStandaloneReloadCLI(t *testing.T) {
 		t.Errorf("spright_gateway_chain_updates_total %v, want at least 3", u)
 	}
 	c.stopWith(t, syscall.SIGTERM)
+}
+
+// TestStandaloneStopDuringReload: Stop while a reload waits for a new
+// function that never registers. Stop does not wait out the reload's 20 s
+// registration deadline, the reload returns, and no process or network
+// namespace of the chain is left.
+func TestStandaloneStopDuringReload(t *testing.T) {
+	needRoot(t)
+	cf, err := standalone.Parse([]byte(reloadYAML))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ctl := filepath.Join(dir, "control.sock")
+	r, err := standalone.Start(cf, standalone.Options{Listen: "127.0.0.1:0", PinDir: "/sys/fs/bpf/spright-e2e-stopreload-" + strconv.Itoa(os.Getpid()),
+		ControlSocket: ctl, Executable: spright, Logger: zaptest.NewLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A process that joins nothing: the reload waits for it to register.
+	nw := mustParse(t, reloadYAML+"  - {name: mute, command: [/bin/sh, -c, 'sleep 60', "+strconv.Quote(ctl)+"]}\n")
+	done := make(chan error, 1)
+	go func() { done <- r.Reload(nw) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(processesUsing(ctl)) < 3 { // upper, reverse, and mute's shell (its $0 is ctl)
+		if time.Now().After(deadline) {
+			r.Stop()
+			t.Fatalf("the reload's new process did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	if err := r.Stop(); err != nil {
+		t.Errorf("stop: %v", err)
+	}
+	took := time.Since(start)
+	t.Logf("Stop during a reload took %v", took.Round(time.Millisecond))
+	if took > 8*time.Second {
+		t.Errorf("Stop took %v: it waited for the reload", took)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("the reload succeeded although the runner stopped")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("Reload did not return after Stop")
+	}
+	if left := processesUsing(ctl); len(left) > 0 {
+		t.Errorf("processes left after Stop: %v", left)
+	}
+	out, _ := exec.Command("ip", "netns", "list").Output()
+	if prefix := fmt.Sprintf("spright-%d-", os.Getpid()); strings.Contains(string(out), prefix) {
+		t.Errorf("network namespaces left after Stop:\n%s", out)
+	}
 }
