@@ -291,7 +291,8 @@ func mustParse(t *testing.T, yaml string) *standalone.ChainFile {
 // TestStandaloneReload: Runner.Reload under load from 6 client goroutines:
 // a route change, a member added, a member removed (its processes gone and
 // not restarted), then a member scaled from 1 to 2 instances and another
-// replaced (its behaviour's service time changed: new processes), a
+// replaced (its behaviour's service time changed: new processes), the
+// removed member added back (its tombstoned index revived), a
 // refused reload (pool geometry) and a failed one taken back (an added
 // function that exits before registering). No request fails; each answer is one of
 // the versions that could have served it; after each reload the new
@@ -323,7 +324,26 @@ functions:
     behavior: reverse
     workers: 4
     instances: 2
-`, func(s string) string { return s }})
+`, func(s string) string { return s }}, struct {
+		what   string
+		yaml   string
+		answer func(string) string
+	}{"removed member added back", `
+name: reload
+timeout: 2s
+pool: {slots: 256, slotSize: 4096}
+routes: {"*": [upper, reverse, again]}
+functions:
+  - name: upper
+    workers: 4
+  - name: reverse
+    workers: 4
+    serviceTime: 10us
+  - name: again
+    behavior: reverse
+    workers: 4
+    instances: 2
+`, strings.ToUpper})
 	for _, st := range steps {
 		var upper []int
 		upperNS := ""
@@ -378,8 +398,8 @@ functions:
 	for _, p := range procs {
 		names = append(names, fmt.Sprintf("%s/%d", p.Function, p.Index))
 	}
-	if got := strings.Join(names, " "); got != "reverse/0 again/0 again/1" {
-		t.Errorf("Procs after the reloads: %s, want reverse/0 again/0 again/1", got)
+	if got := strings.Join(names, " "); got != "upper/0 reverse/0 again/0 again/1" {
+		t.Errorf("Procs after the reloads: %s, want upper/0 reverse/0 again/0 again/1", got)
 	}
 
 	// Refused: the pool's geometry cannot change in place.
@@ -394,7 +414,7 @@ functions:
 	// Failed and taken back: an added function whose process exits
 	// before it registers. The routes never name it; the chain serves on.
 	procsBefore := fmt.Sprint(c.Procs())
-	broken := strings.Replace(steps[len(steps)-1].yaml, `routes: {"*": [reverse, again]}`, `routes: {"*": [reverse, broken, again]}`, 1) +
+	broken := strings.Replace(steps[len(steps)-1].yaml, `routes: {"*": [upper, reverse, again]}`, `routes: {"*": [upper, broken, reverse, again]}`, 1) +
 		"  - {name: broken, command: [/bin/false]}\n"
 	err = c.Reload(mustParse(t, broken))
 	if !errors.Is(err, standalone.ErrReloadFailed) || !strings.Contains(err.Error(), "broken/0 exited before registering") {
