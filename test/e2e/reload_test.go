@@ -292,7 +292,8 @@ func mustParse(t *testing.T, yaml string) *standalone.ChainFile {
 // a route change, a member added, a member removed (its processes gone and
 // not restarted), then a member scaled from 1 to 2 instances and another
 // replaced (its behaviour's service time changed: new processes), the
-// removed member added back (its tombstoned index revived), a
+// removed member added back (its tombstoned index revived) while the
+// other goes back to 1 instance, a
 // refused reload (pool geometry) and a failed one taken back (an added
 // function that exits before registering). No request fails; each answer is one of
 // the versions that could have served it; after each reload the new
@@ -328,7 +329,7 @@ functions:
 		what   string
 		yaml   string
 		answer func(string) string
-	}{"removed member added back", `
+	}{"removed member added back, instances 2 → 1", `
 name: reload
 timeout: 2s
 pool: {slots: 256, slotSize: 4096}
@@ -342,7 +343,6 @@ functions:
   - name: again
     behavior: reverse
     workers: 4
-    instances: 2
 `, strings.ToUpper})
 	for _, st := range steps {
 		var upper []int
@@ -398,8 +398,11 @@ functions:
 	for _, p := range procs {
 		names = append(names, fmt.Sprintf("%s/%d", p.Function, p.Index))
 	}
-	if got := strings.Join(names, " "); got != "upper/0 reverse/0 again/0 again/1" {
-		t.Errorf("Procs after the reloads: %s, want upper/0 reverse/0 again/0 again/1", got)
+	if got := strings.Join(names, " "); got != "upper/0 reverse/0 again/0" {
+		t.Errorf("Procs after the reloads: %s, want upper/0 reverse/0 again/0", got)
+	}
+	if now := functionPids("again", ctl); len(now) != 1 {
+		t.Errorf("again processes after scaling back to 1: %v, want 1", now)
 	}
 
 	// Refused: the pool's geometry cannot change in place.
