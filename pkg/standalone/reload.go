@@ -11,6 +11,7 @@ package standalone
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -400,6 +401,19 @@ func specOf(f *FunctionFile) processSpec {
 	return s
 }
 
+// masked is s for a log line or an HTTP reply: env values may be secrets,
+// and a changed value shows as a changed hash.
+func (s processSpec) masked() *processSpec {
+	if len(s.Env) > 0 {
+		m := make(map[string]string, len(s.Env))
+		for k, v := range s.Env {
+			m[k] = fmt.Sprintf("sha256:%x", sha256.Sum256([]byte(v)))[:15]
+		}
+		s.Env = m
+	}
+	return &s
+}
+
 // diffFunctions plans each function of either file, in nw's order (then
 // the removed ones), and says what changes.
 func diffFunctions(old, nw *ChainFile) (plans []fnPlan, changes []string) {
@@ -420,7 +434,7 @@ func diffFunctions(old, nw *ChainFile) (plans []fnPlan, changes []string) {
 		}
 		if a, b := specOf(o), specOf(n); !reflect.DeepEqual(a, b) {
 			p.replace = true
-			changes = append(changes, fmt.Sprintf("function %s replaced: %s → %s (%d → %d instance(s))", n.Name, show(&a), show(&b), *o.Instances, *n.Instances))
+			changes = append(changes, fmt.Sprintf("function %s replaced: %s → %s (%d → %d instance(s))", n.Name, show(a.masked()), show(b.masked()), *o.Instances, *n.Instances))
 		} else if *o.Instances != *n.Instances {
 			changes = append(changes, fmt.Sprintf("function %s instances %d → %d", n.Name, *o.Instances, *n.Instances))
 		}

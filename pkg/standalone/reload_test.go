@@ -115,6 +115,10 @@ functions:
 			t.Errorf("%s: plan %+v, want b replaced", edit, p)
 		}
 	}
+	_, changes = diffFunctions(old, mustParse(t, strings.Replace(planBase, "{name: b, behavior: echo, instances: 2}", "{name: b, behavior: echo, instances: 2, env: {TOKEN: s3cret}}", 1)))
+	if all := strings.Join(changes, "\n"); strings.Contains(all, "s3cret") || !strings.Contains(all, `"TOKEN":"sha256:`) {
+		t.Errorf("an env change is described as %q: want the key, and not the value", all)
+	}
 	if _, changes := diffFunctions(old, mustParse(t, planBase)); len(changes) != 0 {
 		t.Errorf("the same file: changes %v", changes)
 	}
