@@ -494,19 +494,40 @@ func (t *RouteTable) Pick(fn uint8, inflight InflightFunc) (uint32, error) {
 	if conc == 0 {
 		capacity = 1 << 40
 	}
-	best, bestRes := ids[start], int64(-1<<62)
+	// The instance with the most residual capacity, local ones first: a
+	// remote instance (another node's, reached through the gateway) is
+	// taken only when no local one has capacity left.
+	const none = int64(-1 << 62)
+	var best [2]uint32
+	bestRes := [2]int64{none, none}
 	for k := 0; k < n; k++ {
 		id := ids[(start+k)%n]
 		res := capacity
 		if inflight != nil {
 			res -= inflight(id)
 		}
-		if res > bestRes {
-			best, bestRes = id, res
+		where := 0
+		if IsRemote(id) {
+			where = 1
+		}
+		if res > bestRes[where] {
+			best[where], bestRes[where] = id, res
 		}
 	}
-	return best, nil
+	local, remote := bestRes[0] != none, bestRes[1] != none
+	if local && (bestRes[0] > 0 || !remote || bestRes[0] >= bestRes[1]) {
+		return best[0], nil
+	}
+	return best[1], nil
 }
+
+// RemoteBit marks the instance IDs a gateway gives to another node's
+// instances of a function (package peer): a request routed to one crosses
+// to that node.
+const RemoteBit uint32 = 1 << 30
+
+// IsRemote reports whether instance id stands for another node's instances.
+func IsRemote(id uint32) bool { return id&RemoteBit != 0 && id&(1<<31) == 0 }
 
 // Unserved returns the functions (by index, the gateway excluded) that a
 // request entering with topic can reach and that have no registered

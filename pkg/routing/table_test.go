@@ -355,3 +355,35 @@ func TestUpdateRefusals(t *testing.T) {
 		t.Errorf("after %d distinct functions: %v", MaxFunctions, err)
 	}
 }
+
+// TestPickPrefersLocal: another node's instance is picked only when no
+// local one has capacity left.
+func TestPickPrefersLocal(t *testing.T) {
+	rt := table(t, Spec{Functions: []FunctionSpec{{Name: "f", Concurrency: 2}},
+		Routes: []Route{{From: GatewayName, Topic: "*", To: []string{"f"}}}})
+	f, _ := rt.FunctionIndex("f")
+	remote := RemoteBit | 5
+	rt.AddInstance(f, remote)
+	if id, err := rt.Pick(f, nil); err != nil || id != remote {
+		t.Fatalf("only a remote instance: %d %v", id, err)
+	}
+	rt.AddInstance(f, 7)
+	busy := map[uint32]int64{}
+	inflight := func(id uint32) int64 { return busy[id] }
+	for i := 0; i < 10; i++ {
+		if id, _ := rt.Pick(f, inflight); id != 7 {
+			t.Fatalf("pick %d: %d, want the local instance 7 while it has capacity", i, id)
+		}
+	}
+	busy[7] = 2 // at its concurrency
+	if id, _ := rt.Pick(f, inflight); id != remote {
+		t.Errorf("local instance full: picked %d, want the remote %d", id, remote)
+	}
+	busy[remote] = 5 // the remote one is fuller still
+	if id, _ := rt.Pick(f, inflight); id != 7 {
+		t.Errorf("both full: picked %d, want the local 7 (less over capacity)", id)
+	}
+	if IsRemote(1<<31 | 3) {
+		t.Error("a pod's proxied metrics entry counted as a remote instance")
+	}
+}
