@@ -98,6 +98,10 @@ type Chain struct {
 
 	act Activation // requests held for a function with no instance (activator.go)
 
+	// peerHop takes the answer of a request that came from another node
+	// (remote.go); set by the gateway.
+	peerHop func(slot uint32, r result) bool
+
 	// reopened: the pool was kept from a gateway that ran before this one.
 	reopened bool
 	// oldSlots are the slots the previous gateway's members held when this
@@ -235,6 +239,9 @@ func (c *Chain) arm(slot uint32) <-chan result {
 // complete hands r to the request waiting on slot. If nobody waits any more
 // (timeout, client gone) the slot is freed here: a late answer never leaks.
 func (c *Chain) complete(slot uint32, r result) {
+	if c.peerHop != nil && c.peerHop(slot, r) {
+		return // a request from another node: its answer went there
+	}
 	p := &c.pending[slot]
 	p.mu.Lock()
 	if p.active && p.gen == c.pool.Header(slot).Gen {

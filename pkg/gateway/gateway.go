@@ -20,6 +20,7 @@ import (
 	"github.com/spright-dev/spright/pkg/control"
 	"github.com/spright-dev/spright/pkg/descriptor"
 	"github.com/spright-dev/spright/pkg/eproxy"
+	"github.com/spright-dev/spright/pkg/peer"
 	"github.com/spright-dev/spright/pkg/routing"
 	"github.com/spright-dev/spright/pkg/shm"
 	"github.com/spright-dev/spright/pkg/transport"
@@ -42,6 +43,11 @@ type Config struct {
 	// Name identifies this gateway in Stats it pushes (the pod name on
 	// Kubernetes); default "spright-gateway".
 	Name string
+	// Node names this node to its peers, and PeerKey (at least 16 bytes,
+	// the same on every node) proves it: both are needed for chains that
+	// span nodes (ServePeers, ConnectPeer; package peer).
+	Node    string
+	PeerKey []byte
 }
 
 // Member is what a registering process claims to be.
@@ -87,6 +93,8 @@ type Gateway struct {
 	wg      sync.WaitGroup
 
 	poolKey string // names the chain pools kept across restarts
+
+	rem remote // chains across nodes (remote.go)
 }
 
 // instance is a registered function instance.
@@ -115,6 +123,10 @@ func New(cfg Config) (*Gateway, error) {
 		chains: map[string]*Chain{}, byID: map[uint16]*Chain{}, instances: map[uint32]*instance{}, conns: map[*control.Conn]struct{}{},
 		done: make(chan struct{}), poolKey: PoolKey(cfg.PinDir),
 	}
+	g.rem.links, g.rem.proxies, g.rem.byTarget = map[string]*link{}, map[uint32]*proxy{}, map[string]*proxy{}
+	g.rem.shipped, g.rem.hops = map[shipKey]shipped{}, map[uint16]map[uint32]peer.Origin{}
+	g.wg.Add(1)
+	go g.sweepShipped()
 	return g, nil
 }
 
@@ -226,6 +238,7 @@ func (g *Gateway) AddChain(cfg ChainConfig) (*Chain, error) {
 		g.wg.Add(1)
 		go g.sweepOrphans(c)
 	}
+	c.peerHop = func(slot uint32, r result) bool { return g.hopDone(c, slot, r) }
 	g.chains[c.Name()] = c
 	g.byID[c.ID()] = c
 	return c, nil
@@ -357,6 +370,7 @@ func (g *Gateway) Close() error {
 		g.ctl.Close()
 		os.Remove(g.cfg.ControlSocket)
 	}
+	g.closePeers()
 	g.mu.Lock()
 	for conn := range g.conns {
 		conn.Close()
@@ -605,6 +619,7 @@ func (g *Gateway) register(conn *control.Conn, hello control.Message) (*instance
 		return nil, err
 	}
 	c.act.joined(fn)
+	g.advertise(c, fn)
 	return in, nil
 }
 
@@ -656,6 +671,9 @@ func (g *Gateway) unregister(in *instance) {
 	g.mu.Unlock()
 	c := in.chain
 	c.routes.RemoveInstance(in.fn, in.id)
+	if !g.closing.Load() {
+		g.advertise(c, in.fn)
+	}
 	g.removeFromDatapath(in)
 	g.releaseRing(in)
 	in.conn.Close()

@@ -50,12 +50,14 @@ var (
 	descReclaimed  = prometheus.NewDesc("spright_pool_reclaimed_slots_total", "Slots reclaimed from instances that died (and, after a restart, from the previous gateway and its members).", []string{"chain"}, nil)
 	descInstances  = prometheus.NewDesc("spright_chain_instances", "Registered instances of the chain's functions.", []string{"chain"}, nil)
 	descDrops      = prometheus.NewDesc("spright_bpf_dropped_descriptors_total", "Descriptors the sk_msg program dropped, by reason.", []string{"reason"}, nil)
+	descPeer       = prometheus.NewDesc("spright_peer_requests_total", "Cross-node traffic: requests shipped to a peer for their next function, received from one, answers sent to and received from the node where a request entered, frames refused, requests failed because their peer went away or never answered.", []string{"event"}, nil)
+	descPeerLinks  = prometheus.NewDesc("spright_peer_links", "Authenticated connections to peer nodes.", nil, nil)
 	descInstSent   = prometheus.NewDesc("spright_bpf_instance_sent_total", "Descriptors sent by an instance (eBPF count).", []string{"instance"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (g *Gateway) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPoolFree, descPoolSlots, descDispatched, descReturned, descInvalid, descReclaimed, descUpdates, descInstances, descDrops, descInstSent} {
+	for _, d := range []*prometheus.Desc{descPoolFree, descPoolSlots, descDispatched, descReturned, descInvalid, descReclaimed, descUpdates, descInstances, descDrops, descInstSent, descPeer, descPeerLinks} {
 		ch <- d
 	}
 	g.metricsOnce.Do(g.initMetrics)
@@ -81,6 +83,15 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 		c.act.collect(ch, n)
 		ch <- prometheus.MustNewConstMetric(descInstances, prometheus.GaugeValue, float64(g.instanceCount(c)), n)
 	}
+	ps := &g.rem.stats
+	for ev, v := range map[string]uint64{"shipped": ps.Shipped.Load(), "received": ps.Received.Load(), "result_sent": ps.Results.Load(),
+		"answered": ps.Answered.Load(), "refused": ps.Refused.Load(), "failed": ps.Failed.Load()} {
+		ch <- prometheus.MustNewConstMetric(descPeer, prometheus.CounterValue, float64(v), ev)
+	}
+	g.rem.mu.Lock()
+	links := len(g.rem.links)
+	g.rem.mu.Unlock()
+	ch <- prometheus.MustNewConstMetric(descPeerLinks, prometheus.GaugeValue, float64(links))
 	if g.dp != nil {
 		if drops, err := g.dp.Drops(); err == nil {
 			for r, v := range drops {

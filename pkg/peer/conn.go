@@ -258,3 +258,6 @@ func (c *Conn) Close() error { return c.c.Close() }
 func (c *Conn) RemoteAddr() net.Addr { return c.c.RemoteAddr() }
 
 func newReader(nc net.Conn) *bufio.Reader { return bufio.NewReader(nc) }
+
+// SetReadDeadline bounds the next Recv.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.c.SetReadDeadline(t) }
