@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -119,7 +120,9 @@ func (g *Gateway) ServePeers(l net.Listener) error {
 			}
 			return fmt.Errorf("gateway: accepting peers: %w", err)
 		}
+		g.rem.wg.Add(1) // Close waits for it: it touches the pools
 		go func() {
+			defer g.rem.wg.Done()
 			c, err := peer.Server(nc, self, key)
 			if err != nil {
 				g.rem.stats.Refused.Add(1)
@@ -461,28 +464,65 @@ func (g *Gateway) shipHop(p *proxy, d descriptor.Descriptor) {
 		g.rem.shipped[k] = shipped{link: p.link, since: time.Now()}
 		g.rem.mu.Unlock()
 	}
-	err := p.link.conn.Send(f)
-	if err == nil {
-		g.rem.stats.Shipped.Add(1)
+	alive := true
+	select {
+	case <-p.link.done:
+		alive = false
+	default:
 	}
-	if fromPeer {
-		// Crossed (or lost with the link): this node is done with it.
-		g.forgetHop(c, d.Slot)
-		c.pool.Free(d.Slot)
-		if err != nil {
-			g.failOrigin(c, origin, h.RequestID, 502, fmt.Sprintf("could not send the request on to node %s: %v", p.link.node, err))
+	err := errLinkDown
+	if alive {
+		// Counted before the send: the answer may be back before Send returns.
+		g.rem.stats.Shipped.Add(1)
+		err = p.link.conn.Send(f)
+	}
+	if err == nil {
+		if fromPeer {
+			// Crossed: this node is done with it.
+			g.forgetHop(c, d.Slot)
+			c.pool.Free(d.Slot)
 		}
 		return
 	}
-	if err != nil {
+	// The peer is gone (its link ended before dropLink took its proxies
+	// out): not this request's fault. Stop routing there, and give the hop
+	// to another instance of the function, if any is left.
+	if !fromPeer {
 		g.rem.mu.Lock()
 		_, mine := g.rem.shipped[k]
 		delete(g.rem.shipped, k)
 		g.rem.mu.Unlock()
-		if mine {
-			c.complete(d.Slot, result{status: 502, slot: d.Slot, err: fmt.Sprintf("could not send the request to node %s: %v", p.link.node, err)})
+		if !mine {
+			return // dropLink already failed it
 		}
 	}
+	p.link.conn.Close()
+	c.routes.RemoveInstance(p.fn, p.id)
+	g.redispatch(c, p.fn, d.Slot, d.Len, fromPeer, origin, h.RequestID, p.link.node)
+}
+
+var errLinkDown = errors.New("peer link down")
+
+// redispatch sends a hop that could not go to a peer to another instance of
+// fn, or fails the request with 503 when none is left.
+func (g *Gateway) redispatch(c *Chain, fn uint8, slot, n uint32, fromPeer bool, origin peer.Origin, reqID uint64, node string) {
+	if inst, err := c.routes.Pick(fn, g.inflight); err == nil {
+		c.pool.Handoff(slot, descriptor.GatewayInstance, inst)
+		if g.send(c, descriptor.Descriptor{Next: inst, Chain: c.ID(), Slot: slot, Len: n}) == nil {
+			return
+		}
+		if !c.pool.Handoff(slot, inst, descriptor.GatewayInstance) {
+			return // the instance died and its reclaim took the slot
+		}
+	}
+	msg := fmt.Sprintf("function %q has no instance left: node %s, which had one, went away", c.routes.FunctionName(fn), node)
+	if fromPeer {
+		g.forgetHop(c, slot)
+		c.pool.Free(slot)
+		g.failOrigin(c, origin, reqID, http.StatusServiceUnavailable, msg)
+		return
+	}
+	c.complete(slot, result{status: http.StatusServiceUnavailable, slot: slot, err: msg})
 }
 
 func (g *Gateway) hopOrigin(c *Chain, slot uint32) (peer.Origin, bool) {
@@ -595,9 +635,8 @@ func (g *Gateway) hopDone(c *Chain, slot uint32, r result) bool {
 		// The request came back to the node it entered: answer it here.
 		g.answerLocal(c, f)
 	} else if l := g.linkTo(o.Node); l != nil {
-		if err := l.conn.Send(f); err == nil {
-			g.rem.stats.Results.Add(1)
-		}
+		g.rem.stats.Results.Add(1)
+		l.conn.Send(f)
 	}
 	c.pool.Free(slot)
 	return true
