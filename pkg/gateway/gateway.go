@@ -123,7 +123,7 @@ func New(cfg Config) (*Gateway, error) {
 		chains: map[string]*Chain{}, byID: map[uint16]*Chain{}, instances: map[uint32]*instance{}, conns: map[*control.Conn]struct{}{},
 		done: make(chan struct{}), poolKey: PoolKey(cfg.PinDir),
 	}
-	g.rem.links, g.rem.proxies, g.rem.byTarget = map[string]*link{}, map[uint32]*proxy{}, map[string]*proxy{}
+	g.rem.links, g.rem.dialers, g.rem.proxies, g.rem.byTarget = map[string]*link{}, map[string]*dialer{}, map[uint32]*proxy{}, map[string]*proxy{}
 	g.rem.shipped, g.rem.hops = map[shipKey]shipped{}, map[uint16]map[uint32]peer.Origin{}
 	g.wg.Add(1)
 	go g.sweepShipped()

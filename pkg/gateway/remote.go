@@ -80,6 +80,7 @@ type shipKey struct {
 type remote struct {
 	mu       sync.Mutex
 	links    map[string]*link                  // by node name
+	dialers  map[string]*dialer                // ConnectPeer's, by node name
 	proxies  map[uint32]*proxy                 // by instance ID
 	byTarget map[string]*proxy                 // node/chain/function
 	shipped  map[shipKey]shipped               // requests of this node elsewhere
@@ -137,39 +138,60 @@ func (g *Gateway) ServePeers(l net.Listener) error {
 
 // ConnectPeer keeps a connection to peer node name at addr: it dials, and
 // dials again (with back-off up to 5 s) whenever the connection ends, until
-// the gateway closes. Between two nodes one connection is enough; the node
-// whose name sorts first dials (the other accepts), so list every peer on
-// every node and let both run ConnectPeer.
+// ForgetPeer or the gateway closes. Calling it again for the same name
+// changes the address (a peer pod that moved). Between two nodes one
+// connection is enough; the node whose name sorts first dials (the other
+// accepts), so list every peer on every node and let both run ConnectPeer.
 func (g *Gateway) ConnectPeer(name, addr string) error {
 	key, self, err := g.peerKey()
 	if err != nil {
 		return err
 	}
-	if name == self {
+	if name == self || self > name {
+		return nil // ourselves, or the peer dials us
+	}
+	r := &g.rem
+	r.mu.Lock()
+	if d := r.dialers[name]; d != nil {
+		if old := d.addr.Swap(&addr); *old != addr {
+			g.log.Info("peer moved", zap.String("peer", name), zap.String("from", *old), zap.String("to", addr))
+		}
+		r.mu.Unlock()
 		return nil
 	}
-	if self > name {
-		return nil // the peer dials us
-	}
-	g.rem.wg.Add(1)
+	d := &dialer{stop: make(chan struct{})}
+	d.addr.Store(&addr)
+	r.dialers[name] = d
+	r.wg.Add(1)
+	r.mu.Unlock()
 	go func() {
-		defer g.rem.wg.Done()
+		defer r.wg.Done()
 		backoff := 50 * time.Millisecond
 		for !g.closing.Load() {
+			at := *d.addr.Load()
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c, err := peer.Dial(ctx, addr, self, key)
+			c, err := peer.Dial(ctx, at, self, key)
 			cancel()
 			if err == nil {
 				if c.Peer != name {
 					g.log.Warn("peer answered with another name", zap.String("want", name), zap.String("got", c.Peer))
 				}
 				backoff = 50 * time.Millisecond
+				go func() {
+					select {
+					case <-d.stop:
+						c.Close()
+					case <-g.done:
+					}
+				}()
 				g.runLink(c)
 			} else {
-				g.log.Debug("peer not reachable", zap.String("peer", name), zap.String("addr", addr), zap.Error(err))
+				g.log.Debug("peer not reachable", zap.String("peer", name), zap.String("addr", at), zap.Error(err))
 			}
 			select {
 			case <-g.done:
+				return
+			case <-d.stop:
 				return
 			case <-time.After(backoff):
 			}
@@ -177,6 +199,39 @@ func (g *Gateway) ConnectPeer(name, addr string) error {
 		}
 	}()
 	return nil
+}
+
+// ForgetPeer stops dialing peer node name and ends its link (a node that
+// left the cluster).
+func (g *Gateway) ForgetPeer(name string) {
+	r := &g.rem
+	r.mu.Lock()
+	d := r.dialers[name]
+	delete(r.dialers, name)
+	l := r.links[name]
+	r.mu.Unlock()
+	if d != nil {
+		close(d.stop)
+	}
+	if l != nil {
+		l.conn.Close()
+	}
+}
+
+// Peers lists the nodes this gateway has a link to now.
+func (g *Gateway) Peers() []string {
+	g.rem.mu.Lock()
+	defer g.rem.mu.Unlock()
+	out := make([]string, 0, len(g.rem.links))
+	for n := range g.rem.links {
+		out = append(out, n)
+	}
+	return out
+}
+
+type dialer struct {
+	addr atomic.Pointer[string]
+	stop chan struct{}
 }
 
 // runLink serves one peer connection until it ends.
