@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -47,6 +48,7 @@ import (
 	"github.com/spright-dev/spright/pkg/gateway"
 	gwingress "github.com/spright-dev/spright/pkg/gateway/ingress"
 	"github.com/spright-dev/spright/pkg/ingressconfig"
+	"github.com/spright-dev/spright/pkg/peerwatch"
 	"github.com/spright-dev/spright/pkg/ingresswatch"
 	"github.com/spright-dev/spright/pkg/shm"
 	"github.com/spright-dev/spright/pkg/standalone"
@@ -89,6 +91,9 @@ func run() error {
 	redirectMode := flag.String("redirect", "off", "eBPF forwarding between this node's pods and to the NIC: off, tc or xdp (off keeps iptables/nftables in the path)")
 	redirectVeths := flag.String("redirect-veths", "veth*", "with --redirect: host-side pod veths to attach to (comma-separated globs, rescanned every 2s)")
 	redirectNIC := flag.String("redirect-nic", "", "with --redirect: the node's uplink, for traffic to and from other nodes (empty: none)")
+	peerListen := flag.String("peer-listen", "", "--kube: address where the other nodes' gateways connect for chains that span nodes, e.g. :9095 (empty: this node's chains stay on it)")
+	peerSecret := flag.String("peer-key-secret", "spright-peer-key", "--kube --peer-listen: Secret (in the gateway's namespace) holding the cluster's peer key; created with random bytes if absent")
+	peerSelector := flag.String("peer-selector", "app=spright-gateway", "--kube --peer-listen: label selector of the gateway pods (in the gateway's namespace) that are peers")
 	flag.Parse()
 	mode, err := redirect.ParseMode(*redirectMode)
 	if err != nil {
@@ -109,7 +114,39 @@ func run() error {
 	if name == "" {
 		name = "spright-gateway-" + os.Getenv("NODE_NAME")
 	}
-	g, err := gateway.New(gateway.Config{ControlSocket: *ctl, PinDir: *pin, Logger: log, Name: name})
+	// Chains across nodes (--kube --peer-listen): the node's name and the
+	// cluster's peer key, before the gateway exists.
+	var (
+		peerKey  []byte
+		peerKube kubernetes.Interface
+		peerNS   = os.Getenv("POD_NAMESPACE")
+		nodeName = os.Getenv("NODE_NAME")
+	)
+	if *peerListen != "" {
+		if !*kube {
+			return errors.New("--peer-listen needs --kube (standalone chains across nodes: spright run's nodes in chain.yaml)")
+		}
+		if nodeName == "" {
+			return errors.New("--peer-listen: NODE_NAME is not set (the DaemonSet sets it from spec.nodeName)")
+		}
+		if peerNS == "" {
+			peerNS = "spright-system"
+		}
+		cfg, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+		if err != nil {
+			return fmt.Errorf("--peer-listen: %w", err)
+		}
+		if peerKube, err = kubernetes.NewForConfig(cfg); err != nil {
+			return fmt.Errorf("--peer-listen: %w", err)
+		}
+		kctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		peerKey, err = peerwatch.EnsureKey(kctx, peerKube, peerNS, *peerSecret)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("--peer-listen: %w", err)
+		}
+	}
+	g, err := gateway.New(gateway.Config{ControlSocket: *ctl, PinDir: *pin, Logger: log, Name: name, Node: nodeName, PeerKey: peerKey})
 	if err != nil {
 		return err
 	}
@@ -161,6 +198,26 @@ func run() error {
 		return err
 	}
 	defer func() { g.Close() }()
+	if peerKey != nil {
+		pl, err := net.Listen("tcp", *peerListen)
+		if err != nil {
+			return fmt.Errorf("--peer-listen: %w", err)
+		}
+		_, port, _ := net.SplitHostPort(pl.Addr().String())
+		portNum, _ := strconv.Atoi(port)
+		go func() {
+			if err := g.ServePeers(pl); err != nil {
+				log.Error("peer listener", zap.Error(err))
+			}
+		}()
+		go func() {
+			err := peerwatch.Run(ctx, peerKube, g, peerwatch.Options{Namespace: peerNS, Selector: *peerSelector, Port: portNum, Self: nodeName}, log.Named("peers"))
+			if err != nil {
+				log.Error("peer watcher", zap.Error(err))
+			}
+		}()
+		log.Info("chains may span nodes", zap.String("node", nodeName), zap.String("peer_listen", pl.Addr().String()))
+	}
 	if mode != redirect.ModeOff {
 		fwd, err := startRedirect(ctx, log, mode, *redirectNIC, strings.Split(*redirectVeths, ","))
 		if err != nil {
