@@ -48,8 +48,8 @@ import (
 	"github.com/spright-dev/spright/pkg/gateway"
 	gwingress "github.com/spright-dev/spright/pkg/gateway/ingress"
 	"github.com/spright-dev/spright/pkg/ingressconfig"
-	"github.com/spright-dev/spright/pkg/peerwatch"
 	"github.com/spright-dev/spright/pkg/ingresswatch"
+	"github.com/spright-dev/spright/pkg/peerwatch"
 	"github.com/spright-dev/spright/pkg/shm"
 	"github.com/spright-dev/spright/pkg/standalone"
 )
