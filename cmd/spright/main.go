@@ -35,7 +35,7 @@ const usage = `spright: serverless function chains on shared memory and eBPF
 Usage:
   spright run -f CHAIN.yaml [--listen ADDR] [--admin-listen ADDR] [--pin-dir DIR] [--no-netns]
               [--mqtt-listen ADDR] [--coap-listen ADDR]
-              [--redirect off|tc|xdp] [--gateway-netns] [--client-netns N]
+              [--redirect off|tc|xdp] [--gateway-netns] [--client-netns N] [--node NAME]
   spright function --chain NAME --function NAME [--behavior B] [--service-time D] [--control SOCK]
   spright behaviors
   spright bench [--quick] [SCENARIO...]   (from the source tree: go run ./test/bench)
@@ -43,7 +43,8 @@ Usage:
 Run as root on Linux >= 5.15 with BTF. spright run restarts function processes
 that die; SIGHUP re-reads the -f file and applies what changed while serving
 (so does PUT /chain on the admin listener; GET /chain shows the file in force);
-SIGINT, SIGTERM and SIGQUIT stop it and clean up.
+SIGINT, SIGTERM and SIGQUIT stop it and clean up. A chain.yaml with nodes:
+is split across nodes: run it on each with --node NAME.
 `
 
 func main() {
@@ -95,7 +96,7 @@ func cmdRun(args []string) error {
 	file := fs.String("f", "", "chain file (chain.yaml)")
 	listen := fs.String("listen", "", "HTTP listen address (default: the file's, else 127.0.0.1:8080)")
 	admin := fs.String("admin-listen", "127.0.0.1:9091", "address for /metrics, /adapters and /chain (GET; PUT reloads) (empty: off)")
-	pin := fs.String("pin-dir", "", "bpffs directory for the eBPF maps (default /sys/fs/bpf/spright/<chain>)")
+	pin := fs.String("pin-dir", "", "bpffs directory for the eBPF maps (default /sys/fs/bpf/spright/<chain>, or <chain>@<node> with --node)")
 	ctl := fs.String("control", "", "control socket path (default /run/spright/<chain>-<pid>.sock)")
 	noNetns := fs.Bool("no-netns", false, "run functions in the host network namespace")
 	mqttListen := fs.String("mqtt-listen", "", "serve MQTT (3.1.1 and 5) on this TCP address and attach the MQTT adapter (default: chain.yaml's mqtt.listen)")
@@ -104,6 +105,7 @@ func cmdRun(args []string) error {
 	redirectMode := fs.String("redirect", "", "eBPF forwarding between the chain's network namespaces: off, tc or xdp (default: chain.yaml's redirect, else off)")
 	gwNetns := fs.Bool("gateway-netns", false, "serve HTTP from a network namespace of its own, reached across veths (default: chain.yaml's gatewayNetns)")
 	clientNetns := fs.Int("client-netns", 0, "create this many client network namespaces joined by veth, for load generators (default: chain.yaml's clientNetns)")
+	node := fs.String("node", "", "the node of a split chain (chain.yaml's nodes) this is: runs its functions and links to the other nodes")
 	debug := fs.Bool("debug", false, "debug logging")
 	fs.Parse(args)
 	if *file == "" {
@@ -122,13 +124,16 @@ func cmdRun(args []string) error {
 	defer log.Sync()
 	r, err := standalone.Start(cf, standalone.Options{Listen: *listen, AdminListen: *admin, PinDir: *pin, ControlSocket: *ctl,
 		NoNetns: *noNetns, StatsDir: *stats, Logger: log, MQTTListen: *mqttListen, CoAPListen: *coapListen,
-		Redirect: *redirectMode, GatewayNetns: *gwNetns, ClientNetns: *clientNetns})
+		Redirect: *redirectMode, GatewayNetns: *gwNetns, ClientNetns: *clientNetns, Node: *node})
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(os.Stderr, "spright: chain %q (%s) serving on http://%s — try: curl -d abc http://%s/\n", cf.Name, cf.Mode, r.Addr(), r.Addr())
 	if m := r.RedirectMode(); m != "off" {
 		fmt.Fprintf(os.Stderr, "spright: eBPF redirect %s between the chain's network namespaces\n", m)
+	}
+	if a := r.PeerAddr(); a != "" {
+		fmt.Fprintf(os.Stderr, "spright: node %q of the chain; peers link to %s\n", r.Node(), a)
 	}
 	if ns := r.GatewayNetns(); ns != "" {
 		fmt.Fprintf(os.Stderr, "spright: gateway in netns %s\n", ns)

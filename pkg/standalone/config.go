@@ -87,6 +87,15 @@ type ChainFile struct {
 	// joined by veth) for load generators and clients to run in
 	// (Runner.ClientNetns).
 	ClientNetns int `json:"clientNetns,omitempty"`
+
+	// Nodes split the chain across nodes (nodes.go): each node's name and
+	// the address its gateway listens on for the others. `spright run
+	// --node NAME` runs one of them. Empty: one node, as before.
+	Nodes []NodeFile `json:"nodes,omitempty"`
+	// PeerKeyFile holds the pre-shared key the nodes' gateways
+	// authenticate each other with (ReadPeerKey: at least 16 bytes, not
+	// readable by others). Required with nodes.
+	PeerKeyFile string `json:"peerKeyFile,omitempty"`
 }
 
 // MQTTFile is chain.yaml's mqtt section.
@@ -171,6 +180,9 @@ type FunctionFile struct {
 	// it gets SPRIGHT_CONTROL_SOCKET, SPRIGHT_CHAIN and SPRIGHT_FUNCTION.
 	Command []string          `json:"command,omitempty"`
 	Env     map[string]string `json:"env,omitempty"`
+	// Node is the node that runs the function's instances (one of the
+	// chain's nodes); empty: every node runs `instances` of them.
+	Node string `json:"node,omitempty"`
 }
 
 // Load reads and validates a chain file.
@@ -239,6 +251,9 @@ func (cf *ChainFile) defaults() error {
 		}
 	}
 	if err := cf.checkProtocols(); err != nil {
+		return err
+	}
+	if err := cf.checkNodes(); err != nil {
 		return err
 	}
 	if cf.Redirect == "false" {

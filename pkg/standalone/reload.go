@@ -71,8 +71,9 @@ func (r *Runner) ReloadFile(path string) error {
 // cannot change them while it serves: the chain's name and id, mode,
 // listen address, pool geometry (slots, slot size, huge pages), protocol
 // adapters and their listeners (protocol, mqtt, coap, cloudevents: switch
-// adapters on /adapters instead), redirect, gatewayNetns and clientNetns.
-// Applied:
+// adapters on /adapters instead), redirect, gatewayNetns and clientNetns,
+// and a split chain's nodes and peerKeyFile (the links to the other nodes
+// are made at start). Applied:
 //   - routes, a function's routes and concurrency, the timeout: the
 //     gateway's route table only (UpdateChain); requests in flight finish
 //     on their routes, new ones take the new routes;
@@ -86,7 +87,12 @@ func (r *Runner) ReloadFile(path string) error {
 //   - a function's command, behavior, serviceTime, workers or env changed:
 //     its instances are replaced; all new processes start and register
 //     first (old and new serve side by side for a moment), then the old
-//     ones leave one by one.
+//     ones leave one by one;
+//   - a function's node (split chains): this node runs only the functions
+//     assigned to it or to every node, so a function moving here starts
+//     its instances as if added, and one moving away leaves as if removed
+//     while the other nodes' instances serve on (reload the target node
+//     first, then the source: see the README).
 //
 // An instance leaves by being taken out of the route table, then waiting
 // until it holds no slot (for drainQuiet, bounded by the timeout + 1 s),
@@ -142,7 +148,10 @@ func (r *Runner) reload(nw *ChainFile, source string) (changes []string, err err
 		r.refused(source, err)
 		return nil, err
 	}
-	plans, changes := diffFunctions(old, nw)
+	// Processes are this node's only: a function another node runs has no
+	// instance here (forNode), and moving one between nodes is an instance
+	// count change on each of them.
+	plans, changes := diffFunctions(old.forNode(r.opts.Node), nw.forNode(r.opts.Node))
 	changes = append(diffRouting(old, nw), changes...)
 	for _, p := range plans {
 		if p.replace && p.old != nil && *p.old.Instances+*p.new.Instances > routing.MaxInstances {
@@ -332,6 +341,13 @@ func fixedChanges(old, nw *ChainFile) []string {
 	add("redirect", old.Redirect, nw.Redirect)
 	add("gatewayNetns", old.GatewayNetns, nw.GatewayNetns)
 	add("clientNetns", old.ClientNetns, nw.ClientNetns)
+	// The nodes and their key are refused rather than applied: the
+	// links to the other nodes are made when the runner starts, and a
+	// node renamed or readdressed on one node only would split the
+	// chain's nodes into groups that no longer agree. Moving functions
+	// between the listed nodes (a function's node) is applied.
+	add("nodes", old.Nodes, nw.Nodes)
+	add("peerKeyFile", old.PeerKeyFile, nw.PeerKeyFile)
 	return out
 }
 
@@ -437,6 +453,9 @@ func diffFunctions(old, nw *ChainFile) (plans []fnPlan, changes []string) {
 			changes = append(changes, fmt.Sprintf("function %s replaced: %s → %s (%d → %d instance(s))", n.Name, show(a.masked()), show(b.masked()), *o.Instances, *n.Instances))
 		} else if *o.Instances != *n.Instances {
 			changes = append(changes, fmt.Sprintf("function %s instances %d → %d", n.Name, *o.Instances, *n.Instances))
+		}
+		if o.Node != n.Node {
+			changes = append(changes, fmt.Sprintf("function %s node %s → %s", n.Name, nodeOrEvery(o.Node), nodeOrEvery(n.Node)))
 		}
 		if o.Concurrency != n.Concurrency {
 			changes = append(changes, fmt.Sprintf("function %s concurrency %d → %d", n.Name, o.Concurrency, n.Concurrency))
@@ -729,4 +748,12 @@ func (v *reloads) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(r.reloadsApplied.Load()), r.File.Name, "applied")
 	ch <- prometheus.MustNewConstMetric(descReloads, prometheus.CounterValue, float64(r.reloadsRefused.Load()), r.File.Name, "refused")
 	ch <- prometheus.MustNewConstMetric(descReloadSeconds, prometheus.GaugeValue, time.Duration(r.lastReload.Load()).Seconds(), r.File.Name)
+}
+
+// nodeOrEvery names a function's node for a change description.
+func nodeOrEvery(node string) string {
+	if node == "" {
+		return "(every node)"
+	}
+	return node
 }

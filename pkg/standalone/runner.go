@@ -32,7 +32,8 @@ type Options struct {
 	Listen string
 	// AdminListen serves /metrics ("" = off).
 	AdminListen string
-	// PinDir for the eBPF maps (default /sys/fs/bpf/spright/<chain>).
+	// PinDir for the eBPF maps (default DefaultPinDir: /sys/fs/bpf/spright/<chain>,
+	// or <chain>@<node> for one node of a split chain).
 	PinDir string
 	// ControlSocket (default /run/spright/<chain>-<pid>.sock).
 	ControlSocket string
@@ -64,7 +65,18 @@ type Options struct {
 	// Restart is the back-off for restarting function processes that
 	// exit while the chain runs (zero: DefaultRestartPolicy).
 	Restart RestartPolicy
-	Logger  *zap.Logger
+	// Node is the node of a split chain this runner is (chain.yaml's
+	// nodes; `spright run --node`): it runs that node's functions, listens
+	// for the other nodes' gateways on its peer address and links to
+	// them. Required when the file lists nodes, refused when it does not.
+	Node string
+	// PeerWait bounds how long Start waits, once its own instances have
+	// registered, for the other nodes to offer the functions this node
+	// has no instance of (default 10s). It serves HTTP either way: a node
+	// that is down must not keep the others from serving; requests that
+	// need what nobody offers get 503 meanwhile.
+	PeerWait time.Duration
+	Logger   *zap.Logger
 }
 
 // Proc is one process of a function instance. A restart makes a new Proc
@@ -112,6 +124,7 @@ type Runner struct {
 	admin    *http.Server
 	ln       net.Listener
 	adminLn  net.Listener
+	peerLn   net.Listener // the gateway's peer listener (split chains)
 
 	// stopMu orders Stop against restarts: Stop sets stopped and closes
 	// quit under it, and respawn starts a process under it only while
@@ -234,8 +247,20 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	if opts.Listen == "" {
 		opts.Listen = "127.0.0.1:8080"
 	}
+	if err := cf.checkNode(opts.Node); err != nil {
+		return nil, err
+	}
 	if opts.PinDir == "" {
-		opts.PinDir = "/sys/fs/bpf/spright/" + cf.Name
+		opts.PinDir = DefaultPinDir(cf.Name, opts.Node)
+	}
+	if opts.PeerWait == 0 {
+		opts.PeerWait = 10 * time.Second
+	}
+	var peerKey []byte
+	if opts.Node != "" {
+		if peerKey, err = ReadPeerKey(cf.PeerKeyFile); err != nil {
+			return nil, fmt.Errorf("chain %q, node %q: %w", cf.Name, opts.Node, err)
+		}
 	}
 	if opts.ControlSocket == "" {
 		opts.ControlSocket = fmt.Sprintf("/run/spright/%s-%d.sock", cf.Name, os.Getpid())
@@ -278,7 +303,8 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 			return r, err
 		}
 	}
-	if r.Gateway, err = gateway.New(gateway.Config{ControlSocket: opts.ControlSocket, PinDir: opts.PinDir, Logger: opts.Logger, Verify: r.verify}); err != nil {
+	if r.Gateway, err = gateway.New(gateway.Config{ControlSocket: opts.ControlSocket, PinDir: opts.PinDir, Logger: opts.Logger, Verify: r.verify,
+		Node: opts.Node, PeerKey: peerKey}); err != nil {
 		return r, err
 	}
 	if r.Chain, err = r.Gateway.AddChain(cc); err != nil {
@@ -287,7 +313,7 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	if err = r.Gateway.Start(); err != nil {
 		return r, err
 	}
-	for _, f := range cf.Functions {
+	for _, f := range cf.forNode(opts.Node).Functions {
 		for i := 0; i < *f.Instances; i++ {
 			var pn *podNet
 			if !opts.NoNetns {
@@ -312,6 +338,9 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	for _, s := range r.slots {
 		r.superWG.Add(1)
 		go r.supervise(s)
+	}
+	if err = r.startPeers(); err != nil {
+		return r, err
 	}
 	if err = r.startAdapters(); err != nil {
 		return r, err
@@ -358,7 +387,8 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 	}
 	r.log.Info("chain ready", zap.String("chain", cf.Name), zap.String("mode", cf.Mode), zap.String("listen", r.ln.Addr().String()),
 		zap.String("redirect", string(r.mode)), zap.String("gatewayNetns", r.GatewayNetns()), zap.Strings("clientNetns", r.ClientNetns()),
-		zap.Int("instances", len(r.slots)), zap.Bool("hugepages", r.Chain.Pool().HugePages()))
+		zap.Int("instances", len(r.slots)), zap.Bool("hugepages", r.Chain.Pool().HugePages()),
+		zap.String("node", opts.Node), zap.String("pinDir", opts.PinDir))
 	return r, nil
 }
 
@@ -476,8 +506,8 @@ func (r *Runner) waitReady() error {
 	deadline := time.Now().Add(r.opts.ReadyTimeout)
 	for {
 		missing := ""
-		for _, f := range r.File.Functions {
-			if n := r.Chain.InstanceCount(f.Name); n < *f.Instances {
+		for _, f := range r.File.forNode(r.opts.Node).Functions {
+			if n := localInstances(r.Chain, f.Name); n < *f.Instances {
 				missing = fmt.Sprintf("%s has %d of %d instances", f.Name, n, *f.Instances)
 				break
 			}
