@@ -169,6 +169,10 @@ func readInto(dst []byte, body io.Reader, size int64) (int, error) {
 
 // inflight reads an instance's concurrency from the EPROXY map.
 func (g *Gateway) inflight(id uint32) int64 {
+	if routing.IsRemote(id) {
+		// A peer's instances: what this node has on them (remote.go).
+		return g.proxyInflight(id)
+	}
 	if g.dp == nil {
 		return 0
 	}

@@ -62,13 +62,22 @@ type proxy struct {
 	chain *Chain
 	fn    uint8
 	sock  *transport.Socket
+	// inflight counts this node's requests shipped through the proxy and
+	// not answered yet: its residual capacity for Pick (Gateway.inflight).
+	// The eBPF counter cannot serve: a descriptor to the proxy raises it
+	// and none ever leaves the proxy's socket to lower it.
+	inflight atomic.Int64
 }
 
 // shipped is a request that entered here and is on another node now.
 type shipped struct {
 	link  *link
+	proxy *proxy
 	since time.Time
 }
+
+// forget is called for each record taken out of remote.shipped.
+func (s shipped) forget() { s.proxy.inflight.Add(-1) }
 
 type shipKey struct {
 	chain uint16
@@ -89,6 +98,17 @@ type remote struct {
 	nextID   atomic.Uint32
 	stats    PeerStats
 	wg       sync.WaitGroup
+}
+
+// proxyInflight is proxy id's in-flight count (0 for one that is gone).
+func (g *Gateway) proxyInflight(id uint32) int64 {
+	g.rem.mu.Lock()
+	p := g.rem.proxies[id]
+	g.rem.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	return p.inflight.Load()
 }
 
 // PeerStats returns the cross-node counters.
@@ -347,6 +367,7 @@ func (g *Gateway) dropLink(l *link, err error) {
 		if s.link == l {
 			failed = append(failed, k)
 			delete(r.shipped, k)
+			s.forget()
 		}
 	}
 	r.mu.Unlock()
@@ -516,7 +537,8 @@ func (g *Gateway) shipHop(p *proxy, d descriptor.Descriptor) {
 		// This node keeps the slot for the answer.
 		k = shipKey{chain: c.ID(), slot: d.Slot, gen: h.Gen}
 		g.rem.mu.Lock()
-		g.rem.shipped[k] = shipped{link: p.link, since: time.Now()}
+		g.rem.shipped[k] = shipped{link: p.link, proxy: p, since: time.Now()}
+		p.inflight.Add(1)
 		g.rem.mu.Unlock()
 	}
 	alive := true
@@ -544,8 +566,11 @@ func (g *Gateway) shipHop(p *proxy, d descriptor.Descriptor) {
 	// to another instance of the function, if any is left.
 	if !fromPeer {
 		g.rem.mu.Lock()
-		_, mine := g.rem.shipped[k]
-		delete(g.rem.shipped, k)
+		s, mine := g.rem.shipped[k]
+		if mine {
+			delete(g.rem.shipped, k)
+			s.forget()
+		}
 		g.rem.mu.Unlock()
 		if !mine {
 			return // dropLink already failed it
@@ -756,10 +781,12 @@ func (g *Gateway) takeShipped(c *Chain, o peer.Origin) bool {
 	k := shipKey{chain: c.ID(), slot: o.Slot, gen: o.Gen}
 	g.rem.mu.Lock()
 	defer g.rem.mu.Unlock()
-	if _, ok := g.rem.shipped[k]; !ok {
+	s, ok := g.rem.shipped[k]
+	if !ok {
 		return false
 	}
 	delete(g.rem.shipped, k)
+	s.forget()
 	return true
 }
 
@@ -793,6 +820,7 @@ func (g *Gateway) sweepShipped() {
 			if c := g.chainByIDLocked(k.chain); c != nil && now.Sub(s.since) > c.limits.Load().Timeout+time.Second {
 				late = append(late, k)
 				delete(g.rem.shipped, k)
+				s.forget()
 			}
 		}
 		g.rem.mu.Unlock()

@@ -265,3 +265,58 @@ func TestPeerRefusesBadFrames(t *testing.T) {
 	nc.Close()
 	waitFor(t, 5*time.Second, "the non-peer refused", func() bool { return stats.Refused.Load() > before })
 }
+
+// TestPeerOverflowKeepsFlowing: with upper's concurrency 1 and a's own
+// upper slow, a's gateway sends the requests its upper has no room for to
+// b's (residual capacity, local first). The proxy's in-flight count must
+// fall again when an answer comes back: the eBPF counter of a proxy only
+// ever rises (descriptors go to it, none leave it), so a few shipped
+// requests used to make b look busier than a's own busy upper for good,
+// and a stopped sending b anything.
+func TestPeerOverflowKeepsFlowing(t *testing.T) {
+	a := startNode(t, "a", peerKey)
+	b := startNode(t, "b", peerKey)
+	a.g.ConnectPeer("b", b.addr)
+	b.g.ConnectPeer("a", a.addr)
+	a.fn(t, "upper", func(m *function.Message) error {
+		time.Sleep(20 * time.Millisecond)
+		return upper(m)
+	})
+	a.fn(t, "reverse", reverse)
+	b.fn(t, "upper", upper)
+	b.fn(t, "reverse", reverse)
+	waitPeerRoute(t, a, "upper", 1)
+	if err := a.g.UpdateChain(gateway.ChainConfig{Name: "hello", ID: 1, Timeout: 5 * time.Second,
+		Pool: shm.Config{Slots: 64, SlotSize: 4096, NoHugePages: true},
+		Routing: routing.Spec{
+			Functions: []routing.FunctionSpec{{Name: "upper", Concurrency: 1}, {Name: "reverse"}},
+			Routes: []routing.Route{
+				{From: routing.GatewayName, Topic: "*", To: []string{"upper"}},
+				{From: "upper", Topic: "*", To: []string{"reverse"}},
+			},
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	const rounds, parallel = 20, 3
+	for r := 0; r < rounds; r++ {
+		var wg sync.WaitGroup
+		for i := 0; i < parallel; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				in := fmt.Sprintf("r%d-%d", r, i)
+				if code, body := post(t, a.srv.URL, in); code != 200 || body != helloOf(in) {
+					t.Errorf("%s: %d %q", in, code, body)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	// Each round, a's upper takes one request and has no room for the
+	// others: at least one of them goes to b in every round.
+	shipped := a.g.PeerStats().Shipped.Load()
+	t.Logf("%d rounds of %d requests entering a: %d shipped to b", rounds, parallel, shipped)
+	if shipped < rounds {
+		t.Errorf("a shipped %d requests to b in %d rounds with its own upper busy; want at least one per round", shipped, rounds)
+	}
+}
