@@ -24,4 +24,18 @@
 // ErrReloadRefused naming it, and a new process that cannot register
 // rolls the reload back (ErrReloadFailed); either way the chain serves on
 // as before.
+//
+// A chain split across nodes (nodes.go: chain.yaml's nodes, peerKeyFile
+// and a function's node) runs as one Runner per node (Options.Node,
+// `spright run --node`): each has its own gateway, pin dir (DefaultPinDir:
+// bpffs, pool files and pin locks are shared by the network namespaces of
+// a host) and pool, starts only the functions assigned to its node or to
+// every node (ChainFile.forNode), serves the other nodes' gateways on its
+// peer address and links to each of them (Gateway.ServePeers and
+// ConnectPeer; the key from ReadPeerKey, refused when others may read
+// it). Every node's route table has every function: a peer's instances
+// are proxy instances in it, so a hop to a function this node lacks
+// crosses to a node that has it (package peer). A reload may move a
+// function between nodes (an instance count change on each: reload the
+// target node first, then the source) but not change the nodes or the key.
 package standalone
