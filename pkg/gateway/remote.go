@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.uber.org/zap"
@@ -328,7 +329,9 @@ func (g *Gateway) readLink(l *link) error {
 				answered.complete(f.Origin.Slot, result{status: 502, slot: f.Origin.Slot,
 					err: fmt.Sprintf("the answer from node %s was not authentic or incomplete: %v", l.node, err)})
 			}
-			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			// A link that ends — closed, or reset by a peer that died
+			// with our data unread — is a peer gone, not a frame refused.
+			if !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ECONNRESET) {
 				g.rem.stats.Refused.Add(1)
 			}
 			return err

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http/httptest"
 	"os"
@@ -318,5 +319,53 @@ func TestPeerOverflowKeepsFlowing(t *testing.T) {
 	t.Logf("%d rounds of %d requests entering a: %d shipped to b", rounds, parallel, shipped)
 	if shipped < rounds {
 		t.Errorf("a shipped %d requests to b in %d rounds with its own upper busy; want at least one per round", shipped, rounds)
+	}
+}
+
+// TestPeerResetIsNotRefused: a peer whose connection ends with a reset (a
+// node killed while its kernel had unread data from us answers with RST)
+// has gone away; it did not send a frame that was refused. Counting it as
+// refused made spright_peer_requests_total{event="refused"} — meant for
+// frames that fail authentication or name what this node does not have —
+// rise at every node crash.
+func TestPeerResetIsNotRefused(t *testing.T) {
+	a := startNode(t, "a", peerKey)
+	// A TCP relay between the peer and a, which ends its side toward a
+	// with a reset (SO_LINGER 0) when told to.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	reset := make(chan struct{})
+	go func() {
+		down, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer down.Close()
+		up, err := net.Dial("tcp", a.addr)
+		if err != nil {
+			return
+		}
+		go io.Copy(up, down)
+		go io.Copy(down, up)
+		<-reset
+		up.(*net.TCPConn).SetLinger(0)
+		up.Close()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	evil, err := peer.Dial(ctx, l.Addr().String(), "z", peerKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer evil.Close()
+	waitFor(t, 5*time.Second, "a to link to z", func() bool { return len(a.g.Peers()) == 1 })
+	before := a.g.PeerStats().Refused.Load()
+	close(reset)
+	waitFor(t, 5*time.Second, "a to drop the link", func() bool { return len(a.g.Peers()) == 0 })
+	if n := a.g.PeerStats().Refused.Load(); n != before {
+		t.Errorf("a peer connection reset counted as %d refused frame(s)", n-before)
 	}
 }
