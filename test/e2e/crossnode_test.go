@@ -588,6 +588,9 @@ func TestChainAcrossTwoNodes(t *testing.T) {
 	if td["502"] > workers || td["200"]+td["502"] != len(down) {
 		t.Errorf("survivor with every function: %v after b died; want 200s but for at most %d × 502", td, workers)
 	}
+	if d := diff(c1, c0); d["refused"] != 0 {
+		t.Errorf("b's death counted as %v refused frame(s) on a", d["refused"])
+	}
 	if recovery > time.Second {
 		t.Errorf("a failed requests for %v after b died", recovery)
 	}
