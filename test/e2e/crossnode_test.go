@@ -508,6 +508,19 @@ func TestChainAcrossTwoNodes(t *testing.T) {
 		t.Errorf("503 without a reverse took %v (p99): want it answered at once", p99)
 	}
 
+	// The nodes cannot change in a reload: refused (409), nothing changes.
+	req, _ := http.NewRequest(http.MethodPut, a.admin()+"/chain", strings.NewReader(strings.Replace(yamlOf("b", "a", 0, "0s"), b.ip+":7946", b.ip+":7947", 1)))
+	if resp, err := a.client.Do(req); err != nil {
+		t.Fatal(err)
+	} else {
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusConflict || !strings.Contains(string(body), "nodes (") {
+			t.Errorf("PUT /chain moving node b's peer address: %s %s, want 409 naming nodes", resp.Status, body)
+		}
+		t.Logf("a reload that changes the nodes: %s %s", resp.Status, strings.TrimSpace(string(body)))
+	}
+
 	// Move reverse from b to a while both serve: first every node runs it
 	// (a starts one), then only a (b's leaves, drained).
 	l = startXLoad(workers, a, b)
