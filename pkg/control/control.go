@@ -42,6 +42,12 @@ const (
 	// container without CAP_BPF/CAP_SYS_ADMIN (and distributions set
 	// kernel.unprivileged_bpf_disabled), so the agent reads it.
 	TypeCounters = "counters"
+
+	// TypeLeave: a joined instance that is stopping (SIGTERM, a pod
+	// terminating) asks to be taken out of routing. It stays registered
+	// and serves what reaches it until it closes the connection, so no
+	// request routed to it just before fails.
+	TypeLeave = "leave"
 )
 
 // Counters is one instance's entry of the EPROXY metrics map, as the agent

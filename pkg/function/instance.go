@@ -42,6 +42,13 @@ type Options struct {
 	// Stats, if set, is where instances count (shared across the
 	// re-registrations Run makes); otherwise each instance has its own.
 	Stats *Stats
+	// LeaveQuiet and LeaveTimeout shape the end of Serve: when its context
+	// ends the instance asks the gateway to route nothing more to it, then
+	// serves on until no descriptor has come for LeaveQuiet (default
+	// 200ms) with nothing in hand, at most LeaveTimeout (default 10s).
+	// A request another function routed to it just before it left is
+	// served, not failed.
+	LeaveQuiet, LeaveTimeout time.Duration
 }
 
 // OptionsFromEnv fills Options from SPRIGHT_* variables.
@@ -216,6 +223,10 @@ func (in *Instance) Close() error {
 // Serve handles descriptors until ctx ends or the transport fails.
 func (in *Instance) Serve(ctx context.Context, h Handler) error {
 	work := make(chan descriptor.Descriptor, in.opts.Workers)
+	var (
+		lastRecv atomic.Int64 // unix ns of the last descriptor received
+		inHand   atomic.Int64 // descriptors received and not yet processed
+	)
 	var wg sync.WaitGroup
 	for i := 0; i < in.opts.Workers; i++ {
 		wg.Add(1)
@@ -223,10 +234,11 @@ func (in *Instance) Serve(ctx context.Context, h Handler) error {
 			defer wg.Done()
 			for d := range work {
 				in.process(h, d)
+				inHand.Add(-1)
 			}
 		}()
 	}
-	stop := context.AfterFunc(ctx, func() { in.tr.Close(); in.ctl.Close() })
+	stop := context.AfterFunc(ctx, func() { in.leave(&lastRecv, &inHand) })
 	defer stop()
 	// The gateway never writes to the control socket after Joined: a read
 	// returns only when the gateway went away (or refused us).
@@ -244,6 +256,8 @@ func (in *Instance) Serve(ctx context.Context, h Handler) error {
 		if err != nil {
 			break
 		}
+		lastRecv.Store(time.Now().UnixNano())
+		inHand.Add(1)
 		work <- d
 	}
 	close(work)
@@ -259,6 +273,35 @@ func (in *Instance) Serve(ctx context.Context, h Handler) error {
 		return nil
 	}
 	return err
+}
+
+// leave takes the instance out of routing, waits until it has been quiet
+// with nothing in hand (LeaveQuiet), at most LeaveTimeout, then closes its
+// transport and control connection (the gateway then unregisters it).
+func (in *Instance) leave(lastRecv, inHand *atomic.Int64) {
+	quiet, limit := in.opts.LeaveQuiet, in.opts.LeaveTimeout
+	if quiet <= 0 {
+		quiet = 200 * time.Millisecond
+	}
+	if limit <= 0 {
+		limit = 10 * time.Second
+	}
+	if !in.gone.Load() {
+		if err := in.ctl.Send(control.Message{Type: control.TypeLeave, Instance: in.ID}); err == nil {
+			start := time.Now()
+			deadline := start.Add(limit)
+			for time.Now().Before(deadline) {
+				idle := time.Since(time.Unix(0, max(lastRecv.Load(), start.UnixNano())))
+				if inHand.Load() == 0 && idle >= quiet {
+					break
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+			in.log.Info("left the chain", zap.Duration("drained", time.Since(start).Round(time.Millisecond)))
+		}
+	}
+	in.tr.Close()
+	in.ctl.Close()
 }
 
 // ErrGatewayGone is returned by Serve when the gateway's control

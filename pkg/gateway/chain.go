@@ -95,6 +95,9 @@ type Chain struct {
 	Invalid    atomic.Uint64 // descriptors dropped by the gateway's own checks
 	Reclaimed  atomic.Uint64 // slots taken back from dead instances
 	Updates    atomic.Uint64 // reconfigurations applied (UpdateChain)
+	// Redispatched counts requests the kernel handed back because their
+	// instance had just died, given to another instance instead of 502.
+	Redispatched atomic.Uint64
 
 	act Activation // requests held for a function with no instance (activator.go)
 

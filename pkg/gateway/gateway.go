@@ -473,23 +473,35 @@ func (g *Gateway) deliver(d descriptor.Descriptor) {
 	}
 	if reason, rejected := bpf.Rejected(d.Flags); rejected {
 		// A descriptor the gateway sent was handed back by the kernel
-		// (the receiver died between Pick and send): take the slot back
-		// and fail the request.
-		if c.pool.Handoff(d.Slot, d.Next, descriptor.GatewayInstance) {
-			c.complete(d.Slot, result{status: 502, slot: d.Slot,
-				err: fmt.Sprintf("instance %d refused the request: %v", d.Next, reason)})
+		// (the receiver died between Pick and send): take the slot back.
+		if !c.pool.Handoff(d.Slot, d.Next, descriptor.GatewayInstance) {
+			return // reclaimed meanwhile
 		}
 		if reason == bpf.DropRedirect {
 			// Its socket has left the sockhash: the instance is dead,
 			// though its control connection may not have ended yet. Stop
-			// picking it now; unregister does the rest when it ends.
+			// picking it now (unregister does the rest when it ends), and
+			// since the request never reached it, give it to another
+			// instance of the same function.
 			g.mu.RLock()
 			in := g.instances[d.Next]
 			g.mu.RUnlock()
 			if in != nil && in.chain == c {
 				c.routes.RemoveInstance(in.fn, in.id)
+				if inst, err := c.routes.Pick(in.fn, g.inflight); err == nil && inst != d.Next {
+					c.pool.Handoff(d.Slot, descriptor.GatewayInstance, inst)
+					if g.send(c, descriptor.Descriptor{Next: inst, Chain: c.ID(), Slot: d.Slot, Len: d.Len}) == nil {
+						c.Redispatched.Add(1)
+						return
+					}
+					if !c.pool.Handoff(d.Slot, inst, descriptor.GatewayInstance) {
+						return
+					}
+				}
 			}
 		}
+		c.complete(d.Slot, result{status: 502, slot: d.Slot,
+			err: fmt.Sprintf("instance %d refused the request: %v", d.Next, reason)})
 		return
 	}
 	if owner := c.pool.Owner(d.Slot); owner != descriptor.GatewayInstance {
@@ -543,6 +555,12 @@ func (g *Gateway) serveControl(conn *control.Conn) {
 		}
 		if err != nil {
 			break
+		}
+		if m.Type == control.TypeLeave {
+			in.chain.routes.RemoveInstance(in.fn, in.id)
+			g.advertise(in.chain, in.fn)
+			g.log.Info("instance leaving: no new requests go to it", zap.String("chain", in.chain.Name()), zap.Uint32("instance", in.id))
+			continue
 		}
 		g.log.Warn("unexpected control message from a joined instance", zap.Uint32("instance", in.id), zap.String("type", m.Type))
 	}

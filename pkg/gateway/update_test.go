@@ -248,3 +248,58 @@ func TestUpdateChainKeepsInFlightRoutes(t *testing.T) {
 		t.Errorf("request in flight across the update: %d %q, want 200 DLEH (its old routes: upper then reverse)", r.code, r.body)
 	}
 }
+
+// TestInstanceLeavesUnderLoad: an instance whose Serve context ends (its
+// process got SIGTERM, its pod is terminating) asks the gateway to route
+// nothing more to it and serves what reached it before closing: under
+// load, with a second instance of the function, no request fails.
+func TestInstanceLeavesUnderLoad(t *testing.T) {
+	e := start(t, gateway.ModeSkMsg, 64, 5*time.Second)
+	e.fn(t, "upper", slow(upper))
+	e.fn(t, "reverse", slow(reverse))
+	leaving, err := function.Register(function.Options{ControlSocket: e.sock, Chain: "hello", Function: "reverse", Logger: testLogger(t), Workers: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- leaving.Serve(ctx, slow(reverse)); leaving.Close() }()
+	var ok, bad atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if code, body := post(t, e.srv.URL, "abc"); code == 200 && body == "CBA" {
+					ok.Add(1)
+				} else {
+					bad.Add(1)
+				}
+			}
+		}()
+	}
+	waitFor(t, 5*time.Second, "load on both reverse instances", func() bool { return leaving.Stats.Handled.Load() > 20 })
+	cancel()
+	select {
+	case <-served:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the leaving instance never finished")
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+	t.Logf("%d answered, %d failed; the leaving instance handled %d", ok.Load(), bad.Load(), leaving.Stats.Handled.Load())
+	if bad.Load() != 0 {
+		t.Errorf("%d requests failed while an instance left", bad.Load())
+	}
+	if n := e.c.InstanceCount("reverse"); n != 1 {
+		t.Errorf("reverse has %d instances after one left, want 1", n)
+	}
+}
