@@ -264,11 +264,24 @@ func (c *chain) logFindings() (errs, warns []string, err error) {
 			warns = append(warns, line)
 		case level == "error", level == "dpanic", level == "panic", level == "fatal",
 			strings.HasPrefix(line, "panic:"), strings.HasPrefix(line, "fatal error:"),
-			strings.HasPrefix(line, "spright: ") && !strings.HasPrefix(line, "spright: chain ") && line != "spright: stopping":
+			strings.HasPrefix(line, "spright: ") && !runnerInfo(line):
 			errs = append(errs, line)
 		}
 	}
 	return errs, warns, sc.Err()
+}
+
+// runnerInfo reports whether a "spright: " line of `spright run` is one of
+// its informational lines (cmd/spright: serving, redirect, node, netns,
+// adapters, "<signal>: stopping") rather than the error it exits with.
+func runnerInfo(line string) bool {
+	for _, p := range []string{"spright: chain ", "spright: eBPF redirect ", "spright: node ", "spright: gateway in netns ",
+		"spright: client netns ", "spright: MQTT on ", "spright: CoAP on "} {
+		if strings.HasPrefix(line, p) {
+			return true
+		}
+	}
+	return strings.HasSuffix(line, ": stopping")
 }
 
 // poolHugepages reports whether the chain's pool got hugepages, from the
