@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sort"
 
 	"go.uber.org/zap"
 
@@ -53,10 +54,12 @@ func (r *Runner) startAdapters() error {
 	if coapListen != "" {
 		attach["coap"] = true
 	}
-	for _, p := range []string{"cloudevents", "mqtt", "coap"} {
-		if !attach[p] {
-			continue
-		}
+	var names []string
+	for p := range attach {
+		names = append(names, p)
+	}
+	sort.Strings(names)
+	for _, p := range names {
 		if _, err := r.Adapters.AttachNamed(context.Background(), p); err != nil {
 			return fmt.Errorf("chain %q: %w", cf.Name, err)
 		}

@@ -149,12 +149,20 @@ func (cf *ChainFile) adapterOptions() adapter.Options {
 }
 
 func (cf *ChainFile) checkProtocols() error {
-	for _, p := range cf.Protocols() {
-		switch p {
-		case "http", "cloudevents", "mqtt", "coap":
-		default:
-			return fmt.Errorf("chain %q: protocol %q: want http, cloudevents, mqtt or coap (several: \"mqtt,coap\")", cf.Name, p)
+	// Any registered adapter (http, cloudevents, mqtt, coap, web, ...), at
+	// most one per front end: they would replace each other there.
+	byPoint := map[string]string{}
+	for _, p := range cf.Protocols()[1:] {
+		a, err := adapter.New(p, cf.adapterOptions())
+		if err != nil {
+			return fmt.Errorf("chain %q: protocol %q: %w (several: \"mqtt,coap\")", cf.Name, p, err)
 		}
+		t := a.Transport()
+		a.Close()
+		if other := byPoint[t]; other != "" {
+			return fmt.Errorf("chain %q: protocols %q and %q both serve the %s front end: name one", cf.Name, other, p, t)
+		}
+		byPoint[t] = p
 	}
 	if cf.MQTT != nil {
 		if _, err := mqtt.NewAdapter(adapter.MQTTOptions{Routes: cf.MQTT.Routes}); err != nil {

@@ -18,20 +18,20 @@ import (
 	"github.com/spright-dev/spright/pkg/standalone"
 )
 
-// startBoutique runs config/samples/boutique as `make run` does: the chain,
-// then the web adapter attached through the admin endpoint.
+// startBoutique runs config/samples/boutique as `make run` does; its
+// `protocol: web` attaches the web adapter at start (checked on the admin
+// endpoint).
 func startBoutique(t *testing.T) *chain {
 	t.Helper()
 	c := startChainWith(t, sample(t, "boutique"), func(o *standalone.Options) { o.AdminListen = "127.0.0.1:0" })
-	req, _ := http.NewRequest(http.MethodPut, "http://"+c.Runner.AdminAddr()+"/adapters/http?name=web", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := http.Get("http://" + c.Runner.AdminAddr() + "/adapters")
 	if err != nil {
 		t.Fatal(err)
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(b), `"http":"web"`) {
-		t.Fatalf("attaching the web adapter: %d %s", resp.StatusCode, b)
+		t.Fatalf("the web adapter is not attached at the http front end: %d %s", resp.StatusCode, b)
 	}
 	return c
 }
