@@ -10,6 +10,8 @@
 //	parking   bursts of 164 image-sized requests per period
 //	xdp       XDP/TC redirect on/off (run from test/bench/xdp when it exists)
 //	crossnode the hello chain on two netns nodes: all on one node vs split
+//	reconfig  the hello chain under wrk while its routes or members change
+//	          every second (PUT /chain) vs nothing changing
 //	cluster   the hello chain and a plain service on the real one-node Knative
 //	          (hack/cluster-up.sh): stock Knative vs SPRIGHT, queue-proxy vs EPROXY
 //
@@ -51,7 +53,7 @@ var registry []*Scenario
 func register(s *Scenario) { registry = append(registry, s) }
 
 // order is the order `make bench` runs the scenarios in.
-var order = []string{"sidecar", "chain2", "boutique", "boutique-shop", "motion", "parking", "xdp", "crossnode", "cluster"}
+var order = []string{"sidecar", "chain2", "boutique", "boutique-shop", "motion", "parking", "xdp", "crossnode", "reconfig", "cluster"}
 
 func rank(name string) int {
 	for i, n := range order {

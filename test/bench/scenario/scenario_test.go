@@ -14,7 +14,7 @@ import (
 )
 
 func TestRegistryOrder(t *testing.T) {
-	want := []string{"sidecar", "chain2", "boutique", "boutique-shop", "motion", "parking", "xdp", "crossnode", "cluster"}
+	want := []string{"sidecar", "chain2", "boutique", "boutique-shop", "motion", "parking", "xdp", "crossnode", "reconfig", "cluster"}
 	if got := Names(); strings.Join(got, ",") != strings.Join(want, ",") {
 		t.Fatalf("scenarios = %v, want %v", got, want)
 	}
