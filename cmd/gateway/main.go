@@ -295,12 +295,7 @@ func run() error {
 			// A KIngress host is served by the KIngress (a chain's own
 			// KIngress enters the chain in-process); any other host goes
 			// to the chain lookup exactly as without KIngresses.
-			chainOf := func(r *http.Request) http.Handler {
-				if c := w.Lookup(r); c != nil {
-					return g.Handler(c)
-				}
-				return nil
-			}
+			chainOf := w.ChainHandler
 			iw := ingresswatch.New(nc, kc, ingresswatch.Options{Chains: chainOf, TLS: *listenTLS != ""}, log)
 			tlsConfig = iw.TLSConfig()
 			go func() {

@@ -23,7 +23,7 @@ const (
 )
 
 // Protocols a chain may declare.
-var Protocols = []string{"http", "cloudevents", "mqtt", "coap"}
+var Protocols = []string{"http", "cloudevents", "mqtt", "coap", "web"}
 
 // Member is one revision's view of its chain.
 type Member struct {

@@ -20,6 +20,9 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/spright-dev/spright/pkg/adapter"
+	// The HTTP-point adapters a Chain may declare register themselves.
+	_ "github.com/spright-dev/spright/pkg/adapter/cloudevents"
 	"github.com/spright-dev/spright/pkg/apis/spright/v1alpha1"
 	"github.com/spright-dev/spright/pkg/gateway"
 	"github.com/spright-dev/spright/pkg/ingressconfig"
@@ -70,6 +73,42 @@ type loaded struct {
 	chain *gateway.Chain
 	spec  v1alpha1.ChainSpec
 	revs  []types.NamespacedName
+	// adapters are the chain's protocol hook points: the Chain's
+	// spec.protocol (cloudevents, web) is attached at the http point, and
+	// handler serves the chain's HTTP through it.
+	adapters *adapter.Chain
+	handler  http.Handler
+}
+
+// attachProtocol puts the Chain's declared protocol adapter in front of the
+// chain's HTTP (plain http: none). MQTT and CoAP have no front end in
+// Kubernetes mode: the chain then serves plain HTTP, and the log says so.
+func (w *Watcher) attachProtocol(l *loaded, key types.NamespacedName, protocol string) {
+	if l.adapters == nil {
+		l.adapters = adapter.NewChain(GatewayName(key), w.g.AdapterInvoker(l.chain), adapter.Options{})
+		l.handler = adapter.HTTPHandler(l.adapters, w.g.Handler(l.chain))
+	}
+	p := l.adapters.Point(adapter.TransportHTTP)
+	switch protocol {
+	case "", "http":
+		p.Detach(context.Background())
+		return
+	}
+	a, err := adapter.New(protocol, l.adapters.Options)
+	if err != nil {
+		w.log.Warn("chain's protocol has no adapter: serving plain HTTP", zap.String("chain", key.String()), zap.String("protocol", protocol), zap.Error(err))
+		return
+	}
+	if a.Transport() != adapter.TransportHTTP {
+		a.Close()
+		w.log.Warn("chain's protocol needs a front end the gateway has only in standalone mode: serving plain HTTP",
+			zap.String("chain", key.String()), zap.String("protocol", protocol))
+		return
+	}
+	a.Close()
+	if _, err := l.adapters.AttachNamed(context.Background(), protocol); err != nil {
+		w.log.Warn("attaching the chain's protocol adapter", zap.String("chain", key.String()), zap.String("protocol", protocol), zap.Error(err))
+	}
 }
 
 // New returns a Watcher for g.
@@ -130,6 +169,7 @@ func (w *Watcher) Apply(c *v1alpha1.Chain) error {
 			return fmt.Errorf("chain %s: %w", key, err)
 		}
 		l = &loaded{chain: gc, spec: *c.Spec.DeepCopy()}
+		w.attachProtocol(l, key, c.Spec.Protocol)
 		w.mu.Lock()
 		w.ids[id] = key
 		w.chains[key] = l
@@ -143,6 +183,13 @@ func (w *Watcher) Apply(c *v1alpha1.Chain) error {
 		l.spec = *c.Spec.DeepCopy()
 		w.Updated.Add(1)
 		w.log.Info("chain updated in place", zap.String("chain", key.String()), zap.String("entry", c.Spec.Entry), zap.Int("functions", len(c.Spec.Functions)))
+	}
+	if l.spec.Protocol != c.Spec.Protocol || l.adapters == nil {
+		// A protocol change alone (kn service update --annotation
+		// spright.dev/protocol=…) swaps the adapter; requests in flight
+		// keep the one they started with.
+		w.attachProtocol(l, key, c.Spec.Protocol)
+		l.spec.Protocol = c.Spec.Protocol
 	}
 	if revived {
 		w.mu.Lock()
@@ -258,13 +305,30 @@ func (w *Watcher) Lookup(r *http.Request) *gateway.Chain {
 // Handler serves chain traffic, picking the chain per request.
 func (w *Watcher) Handler() http.Handler {
 	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		c := w.Lookup(r)
-		if c == nil {
+		h := w.ChainHandler(r)
+		if h == nil {
 			http.Error(rw, fmt.Sprintf("no chain for host %q on this gateway", r.Host), http.StatusNotFound)
 			return
 		}
-		w.g.Handler(c).ServeHTTP(rw, r)
+		h.ServeHTTP(rw, r)
 	})
+}
+
+// ChainHandler is the handler of the chain an HTTP request is for (through
+// the chain's protocol adapter), or nil.
+func (w *Watcher) ChainHandler(r *http.Request) http.Handler {
+	c := w.Lookup(r)
+	if c == nil {
+		return nil
+	}
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	for _, l := range w.chains {
+		if l.chain == c && l.handler != nil {
+			return l.handler
+		}
+	}
+	return w.g.Handler(c)
 }
 
 // Run watches Chains in every namespace until ctx ends.

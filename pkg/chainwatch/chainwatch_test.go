@@ -1,11 +1,14 @@
 package chainwatch_test
 
 import (
+	"context"
 	"fmt"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/zap/zapcore"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -242,5 +245,39 @@ func TestMembersAddedAndRemovedInPlace(t *testing.T) {
 	}
 	if w.Updated.Load() != 2 || w.Chain(key) != c {
 		t.Errorf("updated %d (want 2), same chain %v", w.Updated.Load(), w.Chain(key) == c)
+	}
+}
+
+// TestChainProtocolAdapter: the Chain's declared protocol is attached in
+// front of its HTTP in Kubernetes mode too (it used to be ignored there):
+// a cloudevents chain refuses a plain POST that is no CloudEvent (400 from
+// the adapter, before any member is needed), and a change back to http
+// takes the adapter away.
+func TestChainProtocolAdapter(t *testing.T) {
+	_, w := newWatcher(t)
+	c := shop("cart-00001")
+	c.Spec.Protocol = "cloudevents"
+	if err := w.Apply(c); err != nil {
+		t.Fatal(err)
+	}
+	post := func() int {
+		r := httptest.NewRequest("POST", "/", strings.NewReader("not an event"))
+		r.Host = "shop-chain.ns1.svc.cluster.local"
+		ctx, cancel := context.WithTimeout(r.Context(), 300*time.Millisecond)
+		defer cancel()
+		rec := httptest.NewRecorder()
+		w.Handler().ServeHTTP(rec, r.WithContext(ctx))
+		return rec.Code
+	}
+	if code := post(); code != 400 {
+		t.Errorf("plain POST to a cloudevents chain: %d, want 400 from the CloudEvents adapter", code)
+	}
+	c2 := c.DeepCopy()
+	c2.Spec.Protocol = "http"
+	if err := w.Apply(c2); err != nil {
+		t.Fatal(err)
+	}
+	if code := post(); code == 400 {
+		t.Error("after the change to http the CloudEvents adapter still answers")
 	}
 }

@@ -333,11 +333,11 @@ func TestReconcile(t *testing.T) {
 		WantCreates: []runtime.Object{specOnly(chainObj("shop"))},
 		WantStatusUpdates: []clientgotesting.UpdateActionImpl{statusUpdate(chainObj("shop",
 			withNotRouted(ReasonNotValid, "the chain has never been valid, so it is not routed"),
-			withInvalid(ReasonInvalidAnnotations, `service cart: invalid spright.dev/protocol: "amqp" (want one of http, cloudevents, mqtt, coap); service frontend: invalid spright.dev/entry: "yes" (want "true" or "false")`)))},
+			withInvalid(ReasonInvalidAnnotations, `service cart: invalid spright.dev/protocol: "amqp" (want one of http, cloudevents, mqtt, coap, web); service frontend: invalid spright.dev/entry: "yes" (want "true" or "false")`)))},
 		WantEvents: []string{
-			Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, `chain shop: invalid spright.dev/protocol: "amqp" (want one of http, cloudevents, mqtt, coap)`),
+			Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, `chain shop: invalid spright.dev/protocol: "amqp" (want one of http, cloudevents, mqtt, coap, web)`),
 			Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, `chain shop: invalid spright.dev/entry: "yes" (want "true" or "false")`),
-			Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, `service cart: invalid spright.dev/protocol: "amqp" (want one of http, cloudevents, mqtt, coap); service frontend: invalid spright.dev/entry: "yes" (want "true" or "false")`),
+			Eventf(corev1.EventTypeWarning, ReasonInvalidAnnotations, `service cart: invalid spright.dev/protocol: "amqp" (want one of http, cloudevents, mqtt, coap, web); service frontend: invalid spright.dev/entry: "yes" (want "true" or "false")`),
 		},
 	}, {
 		Name: "route to a function that is not a member",
