@@ -1,16 +1,22 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/spright-dev/spright/pkg/samples/boutique"
+	"github.com/spright-dev/spright/pkg/samples/boutique/shopper"
 )
 
 // TestSprightOnKnative is what a user does, on a real one-node Kubernetes
@@ -23,7 +29,7 @@ import (
 func TestSprightOnKnative(t *testing.T) {
 	e := setup(t)
 	// Leftovers of an interrupted run.
-	e.run(2*time.Minute, e.kn, "service", "delete", "plain", "upper", "reverse", "scale", "--wait")
+	e.run(3*time.Minute, e.kn, "service", "delete", "plain", "upper", "reverse", "echo", "scale", "frontend", "productcatalog", "currency", "cart", "recommendation", "ad", "shipping", "payment", "email", "checkout", "--wait")
 
 	var httpfn, sdkfn string
 	if !t.Run("install", func(t *testing.T) {
@@ -457,6 +463,81 @@ func TestSprightOnKnative(t *testing.T) {
 			t.Errorf("after the changes: %d %q %v, want 200 XYZ (upper → echo)", code, body, err)
 		}
 		e.knT(t, "service", "delete", "echo", "--wait")
+	})
+
+	t.Run("Online Boutique as Knative Services", func(t *testing.T) {
+		// The real shop (pkg/samples/boutique): ten kn services of Go SDK
+		// functions in one chain, the frontend its entry with the web
+		// protocol adapter in front, one itinerary per user action; then
+		// Locust-like shoppers through the SPRIGHT ingress, every page's
+		// content checked (carts, orders, currencies).
+		var routes []string
+		for act, itin := range boutique.Itineraries {
+			routes = append(routes, act+"="+strings.Join(itin, ","))
+		}
+		sort.Strings(routes)
+		services := []string{"frontend", "productcatalog", "currency", "cart", "recommendation", "ad", "shipping", "payment", "email", "checkout"}
+		defer func() {
+			args := append([]string{"service", "delete", "--wait"}, services...)
+			e.run(5*time.Minute, e.kn, args...)
+		}()
+		for _, svc := range services {
+			args := []string{"service", "create", svc, "--image", sdkfn, "--arg=function", "--arg=--behavior=boutique-" + svc,
+				"--annotation", "spright.dev/chain=boutique", "--annotation", "spright.dev/sdk=true", "--no-wait"}
+			switch svc {
+			case "frontend":
+				args = append(args, "--annotation", "spright.dev/entry=true", "--annotation", "spright.dev/protocol=web",
+					"--annotation", "spright.dev/routes="+strings.Join(routes, ";"))
+			case "cart":
+				// The carts live in the function's memory: one pod.
+				args = append(args, "--scale-min", "1", "--scale-max", "1")
+			}
+			e.knT(t, args...)
+		}
+		waitFor(t, 5*time.Minute, "the ten services Ready and chain boutique Ready", func() (bool, error) {
+			ready := e.knReady(t)
+			for _, svc := range services {
+				if !ready[svc] {
+					return false, fmt.Errorf("%s not Ready: %v", svc, ready)
+				}
+			}
+			out, err := e.run(time.Minute, e.kubectl, "get", "chain", "boutique", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+			return strings.TrimSpace(out) == "True", err
+		})
+		const host = "boutique.default.example.com"
+		// Every user's connections go to the ingress, with the shop's host.
+		client := func() *http.Client {
+			d := &net.Dialer{Timeout: 5 * time.Second}
+			return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+					return d.DialContext(ctx, network, ingress)
+				},
+			}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		}
+		waitFor(t, 2*time.Minute, "the shop's home page through the ingress", func() (bool, error) {
+			resp, err := client().Get("http://" + host + "/")
+			if err != nil {
+				return false, err
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return resp.StatusCode == 200 && strings.Contains(string(b), "Online Boutique"), fmt.Errorf("%d %.200s", resp.StatusCode, b)
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		rep, err := shopper.Run(ctx, shopper.Config{BaseURL: "http://" + host, Users: 4, Duration: 20 * time.Second,
+			ThinkMin: 0, ThinkMax: 50 * time.Millisecond, Seed: 1, Client: client})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("shoppers through the SPRIGHT ingress into chain boutique (10 kn services):\n%s", rep)
+		total := rep.Total()
+		if total.Errors != 0 || total.Count < 40 {
+			t.Errorf("%d tasks, %d failed their checks (first: %s)", total.Count, total.Errors, total.FirstError)
+		}
+		if rep.Get("checkout") == nil || rep.Get("checkout").Count == 0 {
+			t.Error("no checkout was made")
+		}
 	})
 
 	t.Run("kn service delete cleans up the chain", func(t *testing.T) {
