@@ -512,7 +512,7 @@ func TestSprightOnKnative(t *testing.T) {
 				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 					return d.DialContext(ctx, network, ingress)
 				},
-			}, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			}}
 		}
 		waitFor(t, 2*time.Minute, "the shop's home page through the ingress", func() (bool, error) {
 			resp, err := client().Get("http://" + host + "/")
