@@ -29,7 +29,12 @@ import (
 func TestSprightOnKnative(t *testing.T) {
 	e := setup(t)
 	// Leftovers of an interrupted run.
-	e.run(3*time.Minute, e.kn, "service", "delete", "plain", "upper", "reverse", "echo", "scale", "frontend", "productcatalog", "currency", "cart", "recommendation", "ad", "shipping", "payment", "email", "checkout", "--wait")
+	for _, n := range []string{"plain", "upper", "reverse", "echo", "scale", "frontend", "productcatalog", "currency", "cart",
+		"recommendation", "ad", "shipping", "payment", "email", "checkout"} {
+		if _, err := e.run(time.Minute, e.kubectl, "get", "ksvc", n); err == nil {
+			e.knDelete(t, n)
+		}
+	}
 
 	var httpfn, sdkfn string
 	if !t.Run("install", func(t *testing.T) {
@@ -462,7 +467,7 @@ func TestSprightOnKnative(t *testing.T) {
 		if code, body, err := e.curl("hello.default.example.com", "xyz"); code != 200 || body != "XYZ" {
 			t.Errorf("after the changes: %d %q %v, want 200 XYZ (upper → echo)", code, body, err)
 		}
-		e.knT(t, "service", "delete", "echo", "--wait")
+		e.knDelete(t, "echo")
 	})
 
 	t.Run("Online Boutique as Knative Services", func(t *testing.T) {
@@ -477,10 +482,7 @@ func TestSprightOnKnative(t *testing.T) {
 		}
 		sort.Strings(routes)
 		services := []string{"frontend", "productcatalog", "currency", "cart", "recommendation", "ad", "shipping", "payment", "email", "checkout"}
-		defer func() {
-			args := append([]string{"service", "delete", "--wait"}, services...)
-			e.run(5*time.Minute, e.kn, args...)
-		}()
+		defer e.knDelete(t, services...)
 		for _, svc := range services {
 			args := []string{"service", "create", svc, "--image", sdkfn, "--arg=function", "--arg=--behavior=boutique-" + svc,
 				"--annotation", "spright.dev/chain=boutique", "--annotation", "spright.dev/sdk=true", "--no-wait"}
@@ -541,7 +543,7 @@ func TestSprightOnKnative(t *testing.T) {
 	})
 
 	t.Run("kn service delete cleans up the chain", func(t *testing.T) {
-		e.knT(t, "service", "delete", "upper", "reverse", "--wait")
+		e.knDelete(t, "upper", "reverse")
 		waitFor(t, time.Minute, "chain hello and its Service gone", func() (bool, error) {
 			_, err1 := e.run(time.Minute, e.kubectl, "get", "chain", "hello")
 			_, err2 := e.run(time.Minute, e.kubectl, "get", "service", "hello-chain")
@@ -575,7 +577,25 @@ func TestSprightOnKnative(t *testing.T) {
 			out, err := e.run(30*time.Second, "curl", "-sS", "-m", "20", "--data-binary", "abc", "http://"+ip+"/")
 			return out == "ABC", err
 		})
-		e.knT(t, "service", "delete", "plain", "scale", "--wait")
+		e.knDelete(t, "plain", "scale")
+	})
+}
+
+// knDelete deletes kn services one by one and waits (itself) until they
+// are gone: `kn service delete A B --wait` was seen spinning at 100% CPU
+// for minutes after the first was gone.
+func (e *env) knDelete(t *testing.T, names ...string) {
+	t.Helper()
+	for _, n := range names {
+		e.knT(t, "service", "delete", n)
+	}
+	waitFor(t, 3*time.Minute, fmt.Sprintf("services %v gone", names), func() (bool, error) {
+		for _, n := range names {
+			if _, err := e.run(time.Minute, e.kubectl, "get", "ksvc", n); err == nil {
+				return false, fmt.Errorf("%s still there", n)
+			}
+		}
+		return true, nil
 	})
 }
 
