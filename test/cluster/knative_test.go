@@ -454,7 +454,14 @@ func TestSprightOnKnative(t *testing.T) {
 		}
 		first, second, wrong := atoi(m[1]), atoi(m[2]), atoi(m[3])
 		if r.non2xx != 0 || r.socketErrors != 0 || wrong != 0 {
-			t.Errorf("requests failed across the live changes: %d non-2xx, %d socket errors, %d wrong bodies", r.non2xx, r.socketErrors, wrong)
+			var told []string
+			for _, l := range strings.Split(r.out, "\n") {
+				if strings.HasPrefix(l, "non-2xx ") {
+					told = append(told, l)
+				}
+			}
+			t.Errorf("requests failed across the live changes: %d non-2xx, %d socket errors, %d wrong bodies; first answers:\n%s",
+				r.non2xx, r.socketErrors, wrong, strings.Join(told, "\n"))
 		}
 		if first == 0 || second == 0 {
 			t.Errorf("answers CBA %d, ABC %d: the route change did not happen under load", first, second)
@@ -629,9 +636,15 @@ func writeCheckingScript(t *testing.T, first, second string) string {
 wrk.body = "abc"
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
-function init(args) a = 0; b = 0; wrong = 0 end
+function init(args) a = 0; b = 0; wrong = 0; told = 0 end
 function response(status, headers, body)
-  if status ~= 200 then return end
+  if status ~= 200 then
+    if told < 5 then
+      told = told + 1
+      io.write("non-2xx " .. status .. " " .. string.gsub(string.sub(body, 1, 200), "\n", " ") .. "\n")
+    end
+    return
+  end
   if body == %[1]q then a = a + 1 elseif body == %[2]q then b = b + 1 else wrong = wrong + 1 end
 end
 function done(summary, latency, requests)
