@@ -125,8 +125,6 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g.rem.links, g.rem.dialers, g.rem.proxies, g.rem.byTarget = map[string]*link{}, map[string]*dialer{}, map[uint32]*proxy{}, map[string]*proxy{}
 	g.rem.shipped, g.rem.hops = map[shipKey]shipped{}, map[uint16]map[uint32]peer.Origin{}
-	g.wg.Add(1)
-	go g.sweepShipped()
 	return g, nil
 }
 

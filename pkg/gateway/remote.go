@@ -88,17 +88,18 @@ type shipKey struct {
 
 // remote is the gateway's cross-node state.
 type remote struct {
-	mu       sync.Mutex
-	links    map[string]*link                  // by node name
-	dialers  map[string]*dialer                // ConnectPeer's, by node name
-	proxies  map[uint32]*proxy                 // by instance ID
-	byTarget map[string]*proxy                 // node/chain/function
-	shipped  map[shipKey]shipped               // requests of this node elsewhere
-	hops     map[uint16]map[uint32]peer.Origin // chain → slot → origin, requests from peers
-	nhops    atomic.Int64                      // entries in hops: 0 keeps complete's check free
-	nextID   atomic.Uint32
-	stats    PeerStats
-	wg       sync.WaitGroup
+	mu        sync.Mutex
+	links     map[string]*link                  // by node name
+	dialers   map[string]*dialer                // ConnectPeer's, by node name
+	proxies   map[uint32]*proxy                 // by instance ID
+	byTarget  map[string]*proxy                 // node/chain/function
+	shipped   map[shipKey]shipped               // requests of this node elsewhere
+	hops      map[uint16]map[uint32]peer.Origin // chain → slot → origin, requests from peers
+	nhops     atomic.Int64                      // entries in hops: 0 keeps complete's check free
+	nextID    atomic.Uint32
+	sweepOnce sync.Once
+	stats     PeerStats
+	wg        sync.WaitGroup
 }
 
 // proxyInflight is proxy id's in-flight count (0 for one that is gone).
@@ -265,6 +266,12 @@ func (g *Gateway) runLink(c *peer.Conn) {
 	}
 	r.links[l.node] = l
 	r.mu.Unlock()
+	// The sweep ticks only once there are peers: a gateway alone costs no
+	// CPU while idle.
+	r.sweepOnce.Do(func() {
+		r.wg.Add(1)
+		go g.sweepShipped()
+	})
 	g.log.Info("peer connected", zap.String("peer", l.node), zap.Stringer("addr", c.RemoteAddr()))
 	stop := make(chan struct{})
 	go func() {
@@ -807,7 +814,7 @@ func (g *Gateway) takeAnswer(f *peer.Frame) {
 // than their chain's timeout (a peer that lost them without going away):
 // their slots would otherwise stay taken.
 func (g *Gateway) sweepShipped() {
-	defer g.wg.Done()
+	defer g.rem.wg.Done()
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
