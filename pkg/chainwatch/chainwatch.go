@@ -270,19 +270,30 @@ func (w *Watcher) Delete(key types.NamespacedName) {
 
 // Chain returns the loaded chain for key.
 func (w *Watcher) Chain(key types.NamespacedName) *gateway.Chain {
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	if l := w.chains[key]; l != nil {
+	if l := w.loadedFor(key); l != nil {
 		return l.chain
 	}
 	return nil
 }
 
+func (w *Watcher) loadedFor(key types.NamespacedName) *loaded {
+	w.mu.RLock()
+	defer w.mu.RUnlock()
+	return w.chains[key]
+}
+
 // Lookup returns the chain an HTTP request is for, or nil.
 func (w *Watcher) Lookup(r *http.Request) *gateway.Chain {
+	if l := w.lookup(r); l != nil {
+		return l.chain
+	}
+	return nil
+}
+
+func (w *Watcher) lookup(r *http.Request) *loaded {
 	if h := r.Header.Get(ChainHeader); h != "" {
 		if ns, name, ok := strings.Cut(h, "/"); ok {
-			return w.Chain(types.NamespacedName{Namespace: ns, Name: name})
+			return w.loadedFor(types.NamespacedName{Namespace: ns, Name: name})
 		}
 		return nil
 	}
@@ -295,11 +306,11 @@ func (w *Watcher) Lookup(r *http.Request) *gateway.Chain {
 		return nil
 	}
 	if name, ok := strings.CutSuffix(labels[0], "-chain"); ok {
-		if c := w.Chain(types.NamespacedName{Namespace: labels[1], Name: name}); c != nil {
-			return c
+		if l := w.loadedFor(types.NamespacedName{Namespace: labels[1], Name: name}); l != nil {
+			return l
 		}
 	}
-	return w.Chain(types.NamespacedName{Namespace: labels[1], Name: labels[0]})
+	return w.loadedFor(types.NamespacedName{Namespace: labels[1], Name: labels[0]})
 }
 
 // Handler serves chain traffic, picking the chain per request.
@@ -317,18 +328,10 @@ func (w *Watcher) Handler() http.Handler {
 // ChainHandler is the handler of the chain an HTTP request is for (through
 // the chain's protocol adapter), or nil.
 func (w *Watcher) ChainHandler(r *http.Request) http.Handler {
-	c := w.Lookup(r)
-	if c == nil {
-		return nil
+	if l := w.lookup(r); l != nil {
+		return l.handler // set before the chain is routed (attachProtocol)
 	}
-	w.mu.RLock()
-	defer w.mu.RUnlock()
-	for _, l := range w.chains {
-		if l.chain == c && l.handler != nil {
-			return l.handler
-		}
-	}
-	return w.g.Handler(c)
+	return nil
 }
 
 // Run watches Chains in every namespace until ctx ends.

@@ -609,7 +609,7 @@ func (g *Gateway) redispatch(c *Chain, fn uint8, slot, n uint32, fromPeer bool, 
 	if fromPeer {
 		g.forgetHop(c, slot)
 		c.pool.Free(slot)
-		g.failOrigin(c, origin, reqID, http.StatusServiceUnavailable, msg)
+		g.failOrigin(c.Name(), origin, reqID, http.StatusServiceUnavailable, msg, nil)
 		return
 	}
 	c.complete(slot, result{status: http.StatusServiceUnavailable, slot: slot, err: msg})
@@ -639,7 +639,7 @@ func (g *Gateway) takeHop(l *link, f *peer.Frame, c *Chain, slot uint32) {
 		if c != nil {
 			c.pool.Free(slot)
 		}
-		g.failOriginVia(l, f, status, fmt.Sprintf(format, a...))
+		g.failOrigin(f.Chain, f.Origin, f.RequestID, status, fmt.Sprintf(format, a...), l)
 	}
 	if c == nil {
 		if ch := g.Chain(f.Chain); ch == nil {
@@ -738,29 +738,22 @@ func (g *Gateway) linkTo(node string) *link {
 	return g.rem.links[node]
 }
 
-// failOrigin tells a request's origin it failed on this node.
-func (g *Gateway) failOrigin(c *Chain, o peer.Origin, reqID uint64, status int, msg string) {
-	f := &peer.Frame{Type: peer.TypeFail, Chain: c.Name(), Origin: o, RequestID: reqID, Status: uint16(status), Msg: msg}
+// failOrigin tells a request's origin (this node or a peer) it failed on
+// this node. via, if not nil, is the link the request came on: the answer
+// goes back there when this node has no link of its own to the origin.
+func (g *Gateway) failOrigin(chain string, o peer.Origin, reqID uint64, status int, msg string, via *link) {
+	f := &peer.Frame{Type: peer.TypeFail, Chain: chain, Origin: o, RequestID: reqID, Status: uint16(status), Msg: msg}
 	if o.Node == g.cfg.Node {
 		g.takeAnswer(f)
 		return
 	}
-	if l := g.linkTo(o.Node); l != nil {
-		l.conn.Send(f)
-	}
-}
-
-func (g *Gateway) failOriginVia(l *link, req *peer.Frame, status int, msg string) {
-	f := &peer.Frame{Type: peer.TypeFail, Chain: req.Chain, Origin: req.Origin, RequestID: req.RequestID, Status: uint16(status), Msg: msg}
-	if req.Origin.Node == g.cfg.Node {
-		g.takeAnswer(f)
-		return
-	}
-	to := g.linkTo(req.Origin.Node)
+	to := g.linkTo(o.Node)
 	if to == nil {
-		to = l
+		to = via
 	}
-	to.conn.Send(f)
+	if to != nil {
+		to.conn.Send(f)
+	}
 }
 
 // answerLocal completes this node's request with a peer's (or its own
@@ -827,7 +820,7 @@ func (g *Gateway) sweepShipped() {
 		var late []shipKey
 		g.rem.mu.Lock()
 		for k, s := range g.rem.shipped {
-			if c := g.chainByIDLocked(k.chain); c != nil && now.Sub(s.since) > c.limits.Load().Timeout+time.Second {
+			if c := g.chainByID(k.chain); c != nil && now.Sub(s.since) > c.limits.Load().Timeout+time.Second {
 				late = append(late, k)
 				delete(g.rem.shipped, k)
 				s.forget()
@@ -842,8 +835,6 @@ func (g *Gateway) sweepShipped() {
 		}
 	}
 }
-
-func (g *Gateway) chainByIDLocked(id uint16) *Chain { return g.chainByID(id) }
 
 // closePeers ends every peer connection and proxy (Close).
 func (g *Gateway) closePeers() {
