@@ -132,34 +132,20 @@ func TestChainAcrossTwoNodes(t *testing.T) {
 	// Load from a while b goes away: only requests b held fail (502), then
 	// a has no reverse (503) until one registers locally.
 	var ok, failed, other atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 4; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				switch code, _ := post(t, a.srv.URL, "xyz"); code {
-				case 200:
-					ok.Add(1)
-				case 502:
-					failed.Add(1)
-				default:
-					other.Add(1)
-				}
-			}
-		}()
-	}
+	stop := clients(4, func() {
+		switch code, _ := post(t, a.srv.URL, "xyz"); code {
+		case 200:
+			ok.Add(1)
+		case 502:
+			failed.Add(1)
+		default:
+			other.Add(1)
+		}
+	})
 	time.Sleep(300 * time.Millisecond)
 	b.stop()
 	waitPeerRoute(t, a, "reverse", 0)
-	close(stop)
-	wg.Wait()
+	stop()
 	t.Logf("load across b's exit: %d ok, %d × 502, %d other (503: no reverse left)", ok.Load(), failed.Load(), other.Load())
 	if ok.Load() == 0 {
 		t.Error("no request crossed before b went away")

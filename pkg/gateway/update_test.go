@@ -27,6 +27,23 @@ func route(from string, to ...string) routing.Route {
 	return routing.Route{From: from, Topic: "*", To: to}
 }
 
+// clients runs n goroutines, each calling one in a loop, until the returned
+// stop is called (stop waits for them to finish their current call).
+func clients(n int, one func()) (stop func()) {
+	var quit atomic.Bool
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for !quit.Load() {
+				one()
+			}
+		}()
+	}
+	return func() { quit.Store(true); wg.Wait() }
+}
+
 // slow delays a function so requests are in flight across each update.
 func slow(h function.HandlerFunc) function.HandlerFunc {
 	return func(m *function.Message) error {
@@ -50,9 +67,7 @@ func TestUpdateChainUnderLoad(t *testing.T) {
 	}
 
 	var (
-		stop             atomic.Bool
 		ok, bad          atomic.Int64
-		wg               sync.WaitGroup
 		mu               sync.Mutex
 		badAnswers       []string
 		answersAfterLast atomic.Int64
@@ -60,43 +75,37 @@ func TestUpdateChainUnderLoad(t *testing.T) {
 		oldAfterLast     atomic.Int64
 	)
 	client := &http.Client{Timeout: 10 * time.Second}
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for !stop.Load() {
-				after := lastDone.Load()
-				resp, err := client.Post(e.srv.URL, "text/plain", strings.NewReader("abc"))
-				if err != nil {
-					bad.Add(1)
-					mu.Lock()
-					badAnswers = append(badAnswers, err.Error())
-					mu.Unlock()
-					continue
-				}
-				buf := make([]byte, 256)
-				n, _ := resp.Body.Read(buf)
-				resp.Body.Close()
-				got := string(buf[:n])
-				// Old routes: upper → reverse ("CBA"); new: upper → echo
-				// ("ABC"); in between both are valid.
-				if resp.StatusCode != 200 || (got != "CBA" && got != "ABC") {
-					bad.Add(1)
-					mu.Lock()
-					badAnswers = append(badAnswers, resp.Status+" "+got)
-					mu.Unlock()
-					continue
-				}
-				ok.Add(1)
-				if after {
-					answersAfterLast.Add(1)
-					if got == "CBA" {
-						oldAfterLast.Add(1)
-					}
-				}
+	stop := clients(8, func() {
+		after := lastDone.Load()
+		resp, err := client.Post(e.srv.URL, "text/plain", strings.NewReader("abc"))
+		if err != nil {
+			bad.Add(1)
+			mu.Lock()
+			badAnswers = append(badAnswers, err.Error())
+			mu.Unlock()
+			return
+		}
+		buf := make([]byte, 256)
+		n, _ := resp.Body.Read(buf)
+		resp.Body.Close()
+		got := string(buf[:n])
+		// Old routes: upper → reverse ("CBA"); new: upper → echo
+		// ("ABC"); in between both are valid.
+		if resp.StatusCode != 200 || (got != "CBA" && got != "ABC") {
+			bad.Add(1)
+			mu.Lock()
+			badAnswers = append(badAnswers, resp.Status+" "+got)
+			mu.Unlock()
+			return
+		}
+		ok.Add(1)
+		if after {
+			answersAfterLast.Add(1)
+			if got == "CBA" {
+				oldAfterLast.Add(1)
 			}
-		}()
-	}
+		}
+	})
 	waitFor(t, 5*time.Second, "load to start", func() bool { return ok.Load() > 50 })
 
 	// 1: echo joins the chain (routes unchanged), and registers.
@@ -119,8 +128,7 @@ func TestUpdateChainUnderLoad(t *testing.T) {
 	}
 	lastDone.Store(true)
 	time.Sleep(300 * time.Millisecond)
-	stop.Store(true)
-	wg.Wait()
+	stop()
 
 	t.Logf("%d requests answered 200 across three updates, %d after the last (%d with the old routes), %d failed",
 		ok.Load(), answersAfterLast.Load(), oldAfterLast.Load(), bad.Load())
@@ -265,26 +273,13 @@ func TestInstanceLeavesUnderLoad(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- leaving.Serve(ctx, slow(reverse)); leaving.Close() }()
 	var ok, bad atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if code, body := post(t, e.srv.URL, "abc"); code == 200 && body == "CBA" {
-					ok.Add(1)
-				} else {
-					bad.Add(1)
-				}
-			}
-		}()
-	}
+	stop := clients(8, func() {
+		if code, body := post(t, e.srv.URL, "abc"); code == 200 && body == "CBA" {
+			ok.Add(1)
+		} else {
+			bad.Add(1)
+		}
+	})
 	waitFor(t, 5*time.Second, "load on both reverse instances", func() bool { return leaving.Stats.Handled.Load() > 20 })
 	cancel()
 	select {
@@ -293,8 +288,7 @@ func TestInstanceLeavesUnderLoad(t *testing.T) {
 		t.Fatal("the leaving instance never finished")
 	}
 	time.Sleep(200 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stop()
 	t.Logf("%d answered, %d failed; the leaving instance handled %d", ok.Load(), bad.Load(), leaving.Stats.Handled.Load())
 	if bad.Load() != 0 {
 		t.Errorf("%d requests failed while an instance left", bad.Load())
