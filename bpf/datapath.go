@@ -194,6 +194,9 @@ var pinnedMaps = []string{
 	sprightMapSplicePeer,
 	sprightMapSpliceSock,
 	sprightMapArrivalCounted,
+	sprightMapSteerNs,
+	sprightMapSteerSrc,
+	sprightMapSteerFlows,
 }
 
 // Load loads the sk_msg program, the splice programs and their maps,
@@ -310,6 +313,7 @@ func (d *Datapath) Unpin() error {
 			}
 		}
 	}
+	errs = append(errs, unpinSteerLinks(d.pinDir))
 	// By name as well: d may be closed, or the maps may have been reused
 	// from pins its ebpf.Map values do not know about.
 	for _, name := range pinnedMaps {
@@ -328,7 +332,7 @@ func (d *Datapath) Unpin() error {
 func (d *Datapath) maps() []*ebpf.Map {
 	m := &d.objs.sprightMaps
 	return []*ebpf.Map{m.SockHash, m.SenderIdentity, m.InstanceChain, m.ChainPools, m.InstanceMetrics, m.Drops,
-		m.SpliceMap, m.SplicePeer, m.SpliceSock, m.ArrivalCounted}
+		m.SpliceMap, m.SplicePeer, m.SpliceSock, m.ArrivalCounted, m.SteerNs, m.SteerSrc, m.SteerFlows}
 }
 
 // SetChain creates or updates the pool bounds of chain: descriptors of that

@@ -38,6 +38,7 @@
  */
 #include <linux/bpf.h>
 #include "bpf_helpers.h"
+#include "bpf_endian.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -584,4 +585,266 @@ int spright_splice_end(struct __sk_buff *skb)
 		m->inflight = 0;
 	bpf_spin_unlock(&m->lock);
 	return (int)n;
+}
+
+/*
+ * Steer: EPROXY for plain revisions without forwarding a byte.
+ *
+ * Splicing (above) still moves every byte twice through the kernel's
+ * workqueue. Steering moves none: a new connection to a steered pod's
+ * traffic port (QUEUE_SERVING_PORT, from_port) from a source EPROXY has
+ * learned to be a plain traffic source is rewritten, packet by packet, to
+ * the user container's own port (to_port) on the way in, and back on the
+ * way out; the user container accepts it and answers on it directly. The
+ * program, attached with TCX to ingress and egress of every interface of
+ * the pod's network namespace, keeps the connection in steer_flows and
+ * counts on the way: a packet to the user container whose TCP payload
+ * starts a request line is a request (RequestsIn, Inflight++), a packet
+ * from it that starts a final status line a response (ResponsesOut,
+ * Inflight--), with the same segment-start heuristic as the splice and the
+ * sequence number remembered so that a retransmitted segment is not
+ * counted twice. The first RST, or the user container's FIN, ends the
+ * flow's count: requests it left unanswered leave Inflight then. The flow
+ * record itself stays (the last ACKs and the client's FIN must still be
+ * rewritten) until the LRU map reuses it; a SYN on the same addresses
+ * starts a new flow.
+ *
+ * The decision is taken once per connection, at its SYN: steered when the
+ * namespace is enabled (steer_ns) and the client address is in steer_src.
+ * Everything else (Knative's probes, the activator, any source EPROXY has
+ * not seen traffic from yet) reaches EPROXY's own listener untouched.
+ *
+ * Keys carry the namespace's cookie (bpf_get_netns_cookie), so loopback
+ * addresses of different pods never mix.
+ */
+#define TCX_NEXT -1
+#define ETH_HLEN 14
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define IPPROTO_TCP 6
+#define TCP_FIN 0x01
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
+#define TCP_ACK 0x10
+
+struct steer_policy {
+	__u32 instance;
+	__u16 from_port; /* host order */
+	__u16 to_port;   /* host order */
+	__u32 enabled;   /* 0: no new connection is steered */
+	__u32 pad;
+};
+
+struct steer_source {
+	__u64 netns;
+	__u32 addr[4]; /* IPv4 in addr[0], network order */
+	__u32 family;  /* 4 or 6 */
+	__u32 pad;
+};
+
+struct steer_flow_key {
+	__u64 netns;
+	__u32 client[4];
+	__u32 server[4];
+	__u16 client_port; /* network order */
+	__u16 family;
+	__u32 pad;
+};
+
+#define FLOW_REQ_SEEN 0x1
+#define FLOW_RESP_SEEN 0x2
+#define FLOW_ENDED 0x4
+
+struct steer_flow {
+	__u32 instance;
+	__u32 req_next;  /* seq after the last counted request segment */
+	__u32 resp_next; /* the same for responses */
+	__s32 outstanding;
+	__u16 from_port; /* network order */
+	__u16 to_port;   /* network order */
+	__u32 flags;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64);
+	__type(value, struct steer_policy);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} steer_ns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct steer_source);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} steer_src SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 131072);
+	__type(key, struct steer_flow_key);
+	__type(value, struct steer_flow);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} steer_flows SEC(".maps");
+
+/* The requests a flow left unanswered leave Inflight (once). */
+static __always_inline void steer_end(struct steer_flow *f)
+{
+	struct metrics *m;
+	__s32 n;
+	__u64 now;
+	__u32 instance = f->instance;
+
+	if (f->flags & FLOW_ENDED)
+		return;
+	f->flags |= FLOW_ENDED;
+	n = f->outstanding;
+	f->outstanding = 0;
+	if (n <= 0)
+		return;
+	now = bpf_ktime_get_ns();
+	m = bpf_map_lookup_elem(&instance_metrics, &instance);
+	if (!m)
+		return;
+	bpf_spin_lock(&m->lock);
+	advance(m, now);
+	if (m->inflight > n)
+		m->inflight -= n;
+	else
+		m->inflight = 0;
+	bpf_spin_unlock(&m->lock);
+}
+
+/* Does seq come at or after next (mod 2^32)? */
+static __always_inline int seq_after_eq(__u32 seq, __u32 next)
+{
+	return (__s32)(seq - next) >= 0;
+}
+
+SEC("tc")
+int spright_steer(struct __sk_buff *skb)
+{
+	struct steer_flow_key key = {};
+	struct steer_flow *f;
+	struct steer_policy *ns;
+	__u32 l4, hdr, seq, plen;
+	__u16 sport, dport, eth_proto;
+	__u8 flags, doff, proto;
+	__u64 w[2] = {};
+	int to_server;
+
+	key.netns = bpf_get_netns_cookie(skb);
+	ns = bpf_map_lookup_elem(&steer_ns, &key.netns);
+	if (!ns)
+		return TCX_NEXT;
+
+	eth_proto = bpf_ntohs(skb->protocol);
+	if (eth_proto == ETH_P_IP) {
+		__u8 vihl;
+		__u16 frag;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN, &vihl, 1) ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN + 9, &proto, 1) ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN + 6, &frag, 2))
+			return TCX_NEXT;
+		if (proto != IPPROTO_TCP || (bpf_ntohs(frag) & 0x3FFF))
+			return TCX_NEXT; /* not TCP, or a fragment */
+		l4 = ETH_HLEN + (vihl & 0xF) * 4;
+		key.family = 4;
+	} else if (eth_proto == ETH_P_IPV6) {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 6, &proto, 1))
+			return TCX_NEXT;
+		if (proto != IPPROTO_TCP)
+			return TCX_NEXT; /* extension headers are not followed */
+		l4 = ETH_HLEN + 40;
+		key.family = 6;
+	} else {
+		return TCX_NEXT;
+	}
+	if (bpf_skb_load_bytes(skb, l4, &sport, 2) || bpf_skb_load_bytes(skb, l4 + 2, &dport, 2) ||
+	    bpf_skb_load_bytes(skb, l4 + 4, &seq, 4) || bpf_skb_load_bytes(skb, l4 + 12, &doff, 1) ||
+	    bpf_skb_load_bytes(skb, l4 + 13, &flags, 1))
+		return TCX_NEXT;
+	seq = bpf_ntohl(seq);
+	hdr = l4 + (doff >> 4) * 4;
+	plen = skb->len > hdr ? skb->len - hdr : 0;
+
+	if (dport == bpf_htons(ns->from_port)) {
+		to_server = 1;
+	} else if (sport == bpf_htons(ns->to_port)) {
+		to_server = 0;
+	} else {
+		return TCX_NEXT;
+	}
+	/* The flow is named by its client side: (client, server, client port). */
+	if (key.family == 4) {
+		__u32 src, dst;
+
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 12, &src, 4) || bpf_skb_load_bytes(skb, ETH_HLEN + 16, &dst, 4))
+			return TCX_NEXT;
+		key.client[0] = to_server ? src : dst;
+		key.server[0] = to_server ? dst : src;
+	} else {
+		if (bpf_skb_load_bytes(skb, ETH_HLEN + 8, to_server ? key.client : key.server, 16) ||
+		    bpf_skb_load_bytes(skb, ETH_HLEN + 24, to_server ? key.server : key.client, 16))
+			return TCX_NEXT;
+	}
+	key.client_port = to_server ? sport : dport;
+
+	f = bpf_map_lookup_elem(&steer_flows, &key);
+	if (to_server && (flags & TCP_SYN) && !(flags & TCP_ACK)) {
+		/* A new connection: is its client one to steer? */
+		struct steer_source src = {.netns = key.netns, .family = key.family};
+		struct steer_flow nf = {.instance = ns->instance, .from_port = bpf_htons(ns->from_port),
+					.to_port = bpf_htons(ns->to_port)};
+
+		if (f)
+			steer_end(f); /* the addresses are reused: that flow is over */
+		__builtin_memcpy(src.addr, key.client, sizeof(src.addr));
+		if (!ns->enabled || !bpf_map_lookup_elem(&steer_src, &src)) {
+			if (f)
+				bpf_map_delete_elem(&steer_flows, &key);
+			return TCX_NEXT; /* EPROXY's: untouched */
+		}
+		if (bpf_map_update_elem(&steer_flows, &key, &nf, BPF_ANY))
+			return TCX_NEXT;
+		f = bpf_map_lookup_elem(&steer_flows, &key);
+	}
+	if (!f)
+		return TCX_NEXT; /* not a steered connection */
+
+	/* Count before rewriting (the loads read the payload, not the header). */
+	if (plen >= PEEK && !(f->flags & FLOW_ENDED) && !bpf_skb_load_bytes(skb, hdr, w, PEEK)) {
+		if (to_server) {
+			if ((!(f->flags & FLOW_REQ_SEEN) || seq_after_eq(seq, f->req_next)) && is_request(w[0])) {
+				f->flags |= FLOW_REQ_SEEN;
+				f->req_next = seq + plen;
+				__sync_fetch_and_add(&f->outstanding, 1);
+				count_request(f->instance);
+			}
+		} else if ((!(f->flags & FLOW_RESP_SEEN) || seq_after_eq(seq, f->resp_next)) &&
+			   is_final_response((const __u8 *)w)) {
+			f->flags |= FLOW_RESP_SEEN;
+			f->resp_next = seq + plen;
+			if (f->outstanding > 0)
+				__sync_fetch_and_add(&f->outstanding, -1);
+			count_response(f->instance);
+		}
+	}
+	if ((flags & TCP_RST) || (!to_server && (flags & TCP_FIN)))
+		steer_end(f);
+
+	/* Rewrite the port: TCP's checksum does not cover it in the pseudo header. */
+	{
+		__u16 from = to_server ? f->from_port : f->to_port;
+		__u16 to = to_server ? f->to_port : f->from_port;
+		__u32 off = to_server ? l4 + 2 : l4;
+
+		if (bpf_l4_csum_replace(skb, l4 + 16, from, to, sizeof(__u16)) ||
+		    bpf_skb_store_bytes(skb, off, &to, sizeof(to), 0))
+			return TCX_NEXT;
+	}
+	return TCX_NEXT;
 }

@@ -51,6 +51,44 @@ type sprightSpliceInfo struct {
 	Pad         [3]uint8
 }
 
+type sprightSteerFlow struct {
+	_           structs.HostLayout
+	Instance    uint32
+	ReqNext     uint32
+	RespNext    uint32
+	Outstanding int32
+	FromPort    uint16
+	ToPort      uint16
+	Flags       uint32
+}
+
+type sprightSteerFlowKey struct {
+	_          structs.HostLayout
+	Netns      uint64
+	Client     [4]uint32
+	Server     [4]uint32
+	ClientPort uint16
+	Family     uint16
+	Pad        uint32
+}
+
+type sprightSteerPolicy struct {
+	_        structs.HostLayout
+	Instance uint32
+	FromPort uint16
+	ToPort   uint16
+	Enabled  uint32
+	Pad      uint32
+}
+
+type sprightSteerSource struct {
+	_      structs.HostLayout
+	Netns  uint64
+	Addr   [4]uint32
+	Family uint32
+	Pad    uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -65,10 +103,14 @@ const (
 	sprightMapSpliceMap             = "splice_map"
 	sprightMapSplicePeer            = "splice_peer"
 	sprightMapSpliceSock            = "splice_sock"
+	sprightMapSteerFlows            = "steer_flows"
+	sprightMapSteerNs               = "steer_ns"
+	sprightMapSteerSrc              = "steer_src"
 	sprightProgSprightSkMsg         = "spright_sk_msg"
 	sprightProgSprightSpliceEnd     = "spright_splice_end"
 	sprightProgSprightSpliceMsg     = "spright_splice_msg"
 	sprightProgSprightSpliceVerdict = "spright_splice_verdict"
+	sprightProgSprightSteer         = "spright_steer"
 )
 
 // loadSpright returns the embedded CollectionSpec for spright.
@@ -117,6 +159,7 @@ type sprightProgramSpecs struct {
 	SprightSpliceEnd     *ebpf.ProgramSpec `ebpf:"spright_splice_end"`
 	SprightSpliceMsg     *ebpf.ProgramSpec `ebpf:"spright_splice_msg"`
 	SprightSpliceVerdict *ebpf.ProgramSpec `ebpf:"spright_splice_verdict"`
+	SprightSteer         *ebpf.ProgramSpec `ebpf:"spright_steer"`
 }
 
 // sprightMapSpecs contains maps before they are loaded into the kernel.
@@ -133,6 +176,9 @@ type sprightMapSpecs struct {
 	SpliceMap       *ebpf.MapSpec `ebpf:"splice_map"`
 	SplicePeer      *ebpf.MapSpec `ebpf:"splice_peer"`
 	SpliceSock      *ebpf.MapSpec `ebpf:"splice_sock"`
+	SteerFlows      *ebpf.MapSpec `ebpf:"steer_flows"`
+	SteerNs         *ebpf.MapSpec `ebpf:"steer_ns"`
+	SteerSrc        *ebpf.MapSpec `ebpf:"steer_src"`
 }
 
 // sprightVariableSpecs contains global variables before they are loaded into the kernel.
@@ -171,6 +217,9 @@ type sprightMaps struct {
 	SpliceMap       *ebpf.Map `ebpf:"splice_map"`
 	SplicePeer      *ebpf.Map `ebpf:"splice_peer"`
 	SpliceSock      *ebpf.Map `ebpf:"splice_sock"`
+	SteerFlows      *ebpf.Map `ebpf:"steer_flows"`
+	SteerNs         *ebpf.Map `ebpf:"steer_ns"`
+	SteerSrc        *ebpf.Map `ebpf:"steer_src"`
 }
 
 func (m *sprightMaps) Close() error {
@@ -185,6 +234,9 @@ func (m *sprightMaps) Close() error {
 		m.SpliceMap,
 		m.SplicePeer,
 		m.SpliceSock,
+		m.SteerFlows,
+		m.SteerNs,
+		m.SteerSrc,
 	)
 }
 
@@ -202,6 +254,7 @@ type sprightPrograms struct {
 	SprightSpliceEnd     *ebpf.Program `ebpf:"spright_splice_end"`
 	SprightSpliceMsg     *ebpf.Program `ebpf:"spright_splice_msg"`
 	SprightSpliceVerdict *ebpf.Program `ebpf:"spright_splice_verdict"`
+	SprightSteer         *ebpf.Program `ebpf:"spright_steer"`
 }
 
 func (p *sprightPrograms) Close() error {
@@ -210,6 +263,7 @@ func (p *sprightPrograms) Close() error {
 		p.SprightSpliceEnd,
 		p.SprightSpliceMsg,
 		p.SprightSpliceVerdict,
+		p.SprightSteer,
 	)
 }
 

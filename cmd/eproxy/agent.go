@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"errors"
+	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -30,6 +32,7 @@ type agentState struct {
 	log      *zap.Logger
 	userAddr string
 	ctx      context.Context
+	traffic  *net.TCPListener
 
 	mu        sync.RWMutex
 	agent     *eproxy.AgentClient
@@ -52,6 +55,7 @@ func (s *agentState) register() bool {
 	s.window.Probes = s.srv.Probes
 	s.mu.Unlock()
 	s.srv.SetSplicer(a)
+	s.startSteering(a)
 	s.log.Info("registered with the node agent", zap.Uint32("instance", a.Instance), zap.String("chain", a.Chain), zap.String("function", a.Function))
 	if a.Chain != "" && s.cfg.Shim {
 		s.shimStart.Do(func() { go s.runShim(a.Chain, a.Function) })
@@ -73,6 +77,7 @@ func (s *agentState) maintain(ctx context.Context) {
 			}
 			s.log.Warn("node agent went away: registering again")
 			s.srv.SetSplicer(nil)
+			s.srv.SetSteering(nil, nil)
 			s.mu.Lock()
 			s.agent, s.window = nil, nil
 			s.mu.Unlock()
@@ -142,4 +147,36 @@ func agentHint(err error) string {
 		return "the socket exists but no gateway listens on it: the node agent is restarting or gone"
 	}
 	return ""
+}
+
+// startSteering asks the new agent to steer (package bpf, "Steer"): only
+// for a revision without a breaker (a steered request would pass it by).
+func (s *agentState) startSteering(a *eproxy.AgentClient) {
+	if !s.cfg.Steer || s.cfg.ContainerConcurrency != 0 || s.traffic == nil || a.Chain != "" {
+		return
+	}
+	port, err := strconv.Atoi(s.cfg.UserPort)
+	if err == nil {
+		err = a.Steer(s.traffic, port)
+	}
+	if err != nil {
+		s.log.Warn("no steering: every connection is spliced", zap.Error(err))
+		return
+	}
+	s.srv.SetSteering(a, eproxy.DefaultGateways())
+	s.log.Info("steering plain traffic to the user container in the kernel")
+}
+
+// stopSteering: new connections reach EPROXY again (draining).
+func (s *agentState) stopSteering() {
+	s.srv.SetSteering(nil, nil)
+	s.mu.RLock()
+	a := s.agent
+	s.mu.RUnlock()
+	if a == nil || !s.cfg.Steer {
+		return
+	}
+	if err := a.SteerEnabled(false); err != nil {
+		s.log.Debug("stop steering", zap.Error(err))
+	}
 }

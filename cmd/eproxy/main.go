@@ -60,16 +60,17 @@ func run() error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	agent := &agentState{cfg: cfg, start: start, srv: srv, log: log, userAddr: userAddr, ctx: ctx}
-	agent.register() // first try now: most pods find their agent at once
-	go agent.maintain(ctx)
-	defer agent.close()
-
 	bind := func(port string) string { return net.JoinHostPort(cfg.BindAddress, port) }
 	traffic, err := net.Listen("tcp", bind(cfg.QueueServingPort))
 	if err != nil {
 		return err
 	}
+	// The listener exists before the agent hears of the pod: steering
+	// names the pod's network namespace and traffic port by it.
+	agent := &agentState{cfg: cfg, start: start, srv: srv, log: log, userAddr: userAddr, ctx: ctx, traffic: traffic.(*net.TCPListener)}
+	agent.register() // first try now: most pods find their agent at once
+	go agent.maintain(ctx)
+	defer agent.close()
 	go srv.Serve(traffic)
 
 	statMux := http.NewServeMux()
@@ -105,6 +106,7 @@ func run() error {
 
 	<-ctx.Done()
 	log.Info("SIGTERM: failing probes and draining")
+	agent.stopSteering() // new connections to the drainer, steered ones finish
 	dctx, cancel := context.WithTimeout(context.Background(), time.Duration(cfg.DrainTimeoutSeconds)*time.Second)
 	defer cancel()
 	drained := make(chan struct{})

@@ -48,6 +48,19 @@ const (
 	// and serves what reaches it until it closes the connection, so no
 	// request routed to it just before fails.
 	TypeLeave = "leave"
+
+	// Steering (plain revisions): instead of splicing each connection,
+	// the agent has the kernel rewrite new connections from learned
+	// traffic sources to the user container's own port (package bpf,
+	// "Steer"); EPROXY keeps the connections of everyone else (Knative's
+	// probes, the activator).
+	TypeSteer = "steer" // + 1 fd: EPROXY's traffic listener; Port: the user container's port
+	// TypeSteerSource: Address is a client whose new connections are
+	// steered (Side "add") or no longer (Side "remove").
+	TypeSteerSource = "steer-source"
+	// TypeSteerEnable: Side "off" stops steering new connections (EPROXY
+	// drains), "on" resumes.
+	TypeSteerEnable = "steer-enable"
 )
 
 // Counters is one instance's entry of the EPROXY metrics map, as the agent
@@ -98,6 +111,10 @@ type Message struct {
 	// Count: "client" (responses sent), "upstream" (requests sent) or
 	// "arrival" (requests received, responses sent).
 	Side string `json:"side,omitempty"`
+
+	// Steer: the user container's port; steer-source: the client address.
+	Port    int    `json:"port,omitempty"`
+	Address string `json:"address,omitempty"`
 
 	// Counters (the agent's answer).
 	Counters *Counters `json:"counters,omitempty"`

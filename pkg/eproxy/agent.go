@@ -3,6 +3,7 @@ package eproxy
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -211,4 +212,65 @@ func (a *AgentClient) Close() error {
 		raw.Control(func(fd uintptr) { unix.Shutdown(int(fd), unix.SHUT_RDWR) })
 	}
 	return a.conn.Close()
+}
+
+// Steer asks the agent to steer new connections of learned traffic
+// sources from EPROXY's traffic listener l straight to the user
+// container's port (package bpf, "Steer").
+func (a *AgentClient) Steer(l *net.TCPListener, userPort int) error {
+	raw, err := l.SyscallConn()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		serr = a.conn.Send(control.Message{Type: control.TypeSteer, Port: userPort}, int(fd))
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return serr
+	}
+	return a.ack()
+}
+
+// SteerSource adds (on) or removes a client address whose new connections
+// are steered.
+func (a *AgentClient) SteerSource(addr netip.Addr, on bool) error {
+	side := "remove"
+	if on {
+		side = "add"
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.conn.Send(control.Message{Type: control.TypeSteerSource, Address: addr.String(), Side: side}); err != nil {
+		return err
+	}
+	return a.ack()
+}
+
+// SteerEnabled switches steering of new connections on or off (off: EPROXY
+// drains, and wants every new connection).
+func (a *AgentClient) SteerEnabled(on bool) error {
+	side := "off"
+	if on {
+		side = "on"
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.conn.Send(control.Message{Type: control.TypeSteerEnable, Side: side}); err != nil {
+		return err
+	}
+	return a.ack()
+}
+
+// ack reads the agent's answer to a request (a.mu held).
+func (a *AgentClient) ack() error {
+	_, fds, err := a.conn.Expect(control.TypeSpliced)
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	return err
 }

@@ -44,6 +44,11 @@ type Config struct {
 	// user container is a Go SDK function that joins the chain itself
 	// (spright.dev/sdk: "true").
 	Shim bool `envconfig:"SPRIGHT_SHIM" default:"true"`
+	// Steer: plain revisions (containerConcurrency 0) have the kernel
+	// steer new connections of learned traffic sources straight to the
+	// user container (package bpf, "Steer") instead of splicing them
+	// through EPROXY. false: every connection is spliced.
+	Steer bool `envconfig:"SPRIGHT_STEER" default:"true"`
 }
 
 // ConfigFromEnv reads the environment; a missing required variable is an

@@ -73,6 +73,11 @@ type Server struct {
 	mu      sync.Mutex
 	active  map[*splicedConn]struct{}
 
+	// Steering (package bpf, "Steer"): the clients to steer are learned
+	// from the first requests EPROXY serves itself (steer.go).
+	steerMu sync.RWMutex
+	steer   *steering
+
 	// Probes answered on arrival-counted connections (breaker set): the
 	// kernel counted them as requests; Window.Probes takes them off.
 	probes, probeBusyNs atomic.Uint64
@@ -274,6 +279,11 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if st := s.steering(); st != nil && s.breaker == nil {
+		if _, port, err := net.SplitHostPort(s.UserAddr); err == nil {
+			st.learn(c, req, port)
+		}
+	}
 	tc, isTCP := c.(*net.TCPConn)
 	sp := s.Splicer()
 	if sp == nil || s.hangups == nil || s.breaker != nil || !isTCP || isProbe(req) || !spliceable(req) {

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"fmt"
+	"net/netip"
 	"net/url"
 	"time"
 
@@ -79,6 +80,9 @@ type pod struct {
 	key  types.NamespacedName // namespace / revision
 	pod  string
 	conn *control.Conn
+	// steered is the pod's network namespace cookie once it asked for
+	// steering (0: not steered).
+	steered uint64
 }
 
 // servePod registers an EPROXY sidecar (a pod of a Knative revision): it
@@ -113,6 +117,15 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		return
 	}
 	defer func() {
+		// Connections steered so far keep going (the user container may
+		// outlive this EPROXY: it restarts, or the agent does); new ones
+		// go to EPROXY's port again. The namespace's links and policy go
+		// with the namespace (pruned by a later Steer).
+		if p.steered != 0 {
+			if err := g.dp.SetSteerEnabled(p.steered, false); err != nil {
+				g.log.Debug("stop steering for a pod that left", zap.Error(err))
+			}
+		}
 		g.dp.RemoveInstance(p.id)
 		g.dp.RemoveInstance(control.ProxiedInstance(p.id))
 		// Splices of a sidecar that died without unsplicing.
@@ -185,6 +198,16 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 			}
 			continue
 		}
+		if req.Type == control.TypeSteer || req.Type == control.TypeSteerSource || req.Type == control.TypeSteerEnable {
+			err := g.steer(p, req, fds)
+			closeFDs(fds)
+			if err != nil {
+				conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+			} else {
+				conn.Send(control.Message{Type: control.TypeSpliced})
+			}
+			continue
+		}
 		if (req.Type != control.TypeSplice && req.Type != control.TypeUnsplice) || len(fds) != 2 {
 			closeFDs(fds)
 			conn.Send(control.Message{Type: control.TypeError, Error: fmt.Sprintf("want %q or %q with 2 sockets, got %q with %d fds",
@@ -243,4 +266,40 @@ func ValidStatURL(s string) error {
 		return fmt.Errorf("stat server URL %q: want ws:// or wss://", s)
 	}
 	return nil
+}
+
+// steer serves an EPROXY's steering requests (package bpf, "Steer").
+func (g *Gateway) steer(p *pod, req control.Message, fds []int) error {
+	switch req.Type {
+	case control.TypeSteer:
+		if len(fds) != 1 || req.Port <= 0 || req.Port > 65535 {
+			return fmt.Errorf("steer: want the traffic listener (1 fd) and the user container's port, got %d fds and port %d", len(fds), req.Port)
+		}
+		cookie, err := g.dp.Steer(p.id, fds[0], uint16(req.Port))
+		if err != nil {
+			return err
+		}
+		p.steered = cookie
+		return nil
+	case control.TypeSteerSource:
+		if p.steered == 0 {
+			return fmt.Errorf("steer-source: this pod is not steered (send %q first)", control.TypeSteer)
+		}
+		addr, err := netip.ParseAddr(req.Address)
+		if err != nil {
+			return fmt.Errorf("steer-source: %w", err)
+		}
+		if req.Side != "add" && req.Side != "remove" {
+			return fmt.Errorf("steer-source: side %q, want add or remove", req.Side)
+		}
+		return g.dp.SteerSource(p.steered, addr, req.Side == "add")
+	default: // TypeSteerEnable
+		if p.steered == 0 {
+			return fmt.Errorf("steer-enable: this pod is not steered (send %q first)", control.TypeSteer)
+		}
+		if req.Side != "on" && req.Side != "off" {
+			return fmt.Errorf("steer-enable: side %q, want on or off", req.Side)
+		}
+		return g.dp.SetSteerEnabled(p.steered, req.Side == "on")
+	}
 }

@@ -15,12 +15,14 @@ import (
 
 // The systems compared, as they appear in results.
 const (
-	SysSkmsg      = "spright-skmsg"
-	SysPoll       = "spright-poll"
-	SysKnative    = "knative"
-	SysEProxy     = "eproxy"
-	SysQueueProxy = "queue-proxy"
-	SysDirect     = "direct"
+	SysSkmsg   = "spright-skmsg"
+	SysPoll    = "spright-poll"
+	SysKnative = "knative"
+	SysEProxy  = "eproxy"
+	// SysEProxySplice is EPROXY with steering off: every connection spliced.
+	SysEProxySplice = "eproxy-splice"
+	SysQueueProxy   = "queue-proxy"
+	SysDirect       = "direct"
 )
 
 // Entry is one system at one load level: the one row type of every

@@ -40,7 +40,11 @@ func runSidecar(ctx context.Context, e *Env, f *File) error {
 			"standing in for a pod (loopback only, Knative's ports: sidecar on 8012 → function on 127.0.0.1:8080); wrk runs inside the namespace.",
 		"direct: wrk → function (the floor). queue-proxy: wrk → Knative's real queue-proxy (knative.dev/serving " + sidecar.ServingVersion +
 			" cmd/queue) → function. eproxy: wrk → EPROXY (cmd/eproxy, same environment, plus SPRIGHT_CONTROL_SOCKET of a node agent, " +
-			"cmd/gateway, started for the run and counted as the class node-agent) → function.",
+			"cmd/gateway, started for the run and counted as the class node-agent) → function: new connections of a client EPROXY has seen " +
+			"traffic from are steered by the node agent's eBPF program straight to the function's port (SPRIGHT_STEER, the default; " +
+			"the warm-up teaches EPROXY wrk's address, so the measured connections are steered). eproxy-splice: the same with " +
+			"SPRIGHT_STEER=false, every connection spliced in the kernel (sk_skb redirect).",
+		"extra.allin_us_per_request: the host's busy CPU minus the load generator's (processes, kernel workers, softirq) per request.",
 		"Sidecar environment: what the revision reconciler gives queue-proxy for a default install, with ENABLE_HTTP_FULL_DUPLEX=true " +
 			"(without it queue-proxy v0.42.2 aborts a few percent of answers to 10 KB POSTs, knative/serving#12387).",
 		fmt.Sprintf("POST bodies: %s, drawn per request. Per system: idle CPU over %v, %v warm-up, wrk for %v at concurrency %v; "+
@@ -55,7 +59,9 @@ func runSidecar(ctx context.Context, e *Env, f *File) error {
 	if err != nil {
 		return err
 	}
-	for _, sys := range []string{SysDirect, SysQueueProxy, SysEProxy} {
+	f.Settings["ratio_pairs"] = []any{[]any{SysEProxy, SysQueueProxy}, []any{SysEProxy, SysDirect}, []any{SysEProxySplice, SysDirect},
+		[]any{SysEProxy, SysEProxySplice}, []any{SysQueueProxy, SysDirect}}
+	for _, sys := range []string{SysDirect, SysQueueProxy, SysEProxy, SysEProxySplice} {
 		if err := sidecarSystem(ctx, e, f, sys, httpfn, env, wrkPlan{Script: script, Concurrency: conc, Duration: dur, Idle: idle, Warmup: warm}); err != nil {
 			f.Problems = append(f.Problems, fmt.Sprintf("%s: %v", sys, err))
 		}
@@ -181,12 +187,12 @@ func sidecarSystem(ctx context.Context, e *Env, f *File, sys, httpfn string, env
 			if agent, err = startNodeAgent(ctx, e); err != nil {
 				return err
 			}
-			o.ExtraEnv = []string{"SPRIGHT_CONTROL_SOCKET=" + agent.sock}
+			o.ExtraEnv = []string{"SPRIGHT_CONTROL_SOCKET=" + agent.sock, "SPRIGHT_STEER=" + fmt.Sprint(sys == SysEProxy)}
 		}
 		if sc, err = sidecar.StartSidecar(ctx, sys, o); err != nil {
 			return err
 		}
-		client := ns.HTTPClient(5 * time.Second)
+		client := ns.KubeletClient(5 * time.Second)
 		deadline := time.Now().Add(30 * time.Second)
 		for {
 			if err = sidecar.Probe(ctx, client, sc.Addr); err == nil {
@@ -241,6 +247,12 @@ func sidecarSystem(ctx context.Context, e *Env, f *File, sys, httpfn string, env
 		if mhz > 0 && en.Requests > 0 {
 			en.Extra["cycles_per_request_est"] = en.CPUUsPerRequest * mhz
 		}
+		if en.Requests > 0 {
+			// All-in: every busy CPU of the host but the load generator's,
+			// kernel workers and softirq included (a splice moves the
+			// forwarding into kworkers, outside every process).
+			en.Extra["allin_us_per_request"] = (en.CPUCores + en.OtherCPUCores) * u.Wall.Seconds() / float64(en.Requests) * 1e6
+		}
 		if sys == SysDirect || en.Requests == 0 {
 			return
 		}
@@ -255,6 +267,11 @@ func sidecarSystem(ctx context.Context, e *Env, f *File, sys, httpfn string, env
 	}
 	e.Logf("%s: up in netns %s at %s", sys, ns.Name, url)
 	err = runWrkPlan(ctx, e, f, p)
+	if sys == SysEProxy && sc != nil {
+		if b, rerr := os.ReadFile(sc.LogPath); rerr == nil && !bytes.Contains(b, []byte("steering plain traffic")) {
+			f.Problems = append(f.Problems, sys+": EPROXY did not steer (see its log): the row measures splicing")
+		}
+	}
 	if sc != nil {
 		if n := strings.TrimSpace(sidecarLogErrors(sc.LogPath)); n != "" {
 			f.Notes = append(f.Notes, sys+": "+n)

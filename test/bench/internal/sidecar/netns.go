@@ -117,6 +117,23 @@ func (n *NetNS) Dial(ctx context.Context, network, addr string) (net.Conn, error
 	return c, err
 }
 
+// KubeletClient is an HTTPClient whose connections come from 127.0.0.2,
+// standing in for the kubelet, which probes a pod from the node's address,
+// not from its clients' (EPROXY never steers a client that probes it).
+func (n *NetNS) KubeletClient(timeout time.Duration) *http.Client {
+	c := n.HTTPClient(timeout)
+	c.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var conn net.Conn
+		err := n.Do(func() (err error) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+			conn, err = d.DialContext(ctx, network, addr)
+			return err
+		})
+		return conn, err
+	}
+	return c
+}
+
 // Listen listens inside the namespace.
 func (n *NetNS) Listen(network, addr string) (net.Listener, error) {
 	var ln net.Listener

@@ -1,0 +1,162 @@
+package eproxy
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	netheader "knative.dev/networking/pkg/http/header"
+)
+
+// SourceSteerer is the agent's side of steering as the Server uses it
+// (AgentClient implements it).
+type SourceSteerer interface {
+	SteerSource(addr netip.Addr, on bool) error
+}
+
+// steering learns which clients to steer. The kernel decides per new
+// connection, at its SYN, from the client's address alone (it cannot see
+// the request), so EPROXY teaches it from the first requests it serves
+// itself: a client whose first request is plain traffic is steered from
+// its next connection on; a client that sends Knative probes (the kubelet,
+// the activator) or the activator's traffic is never steered, so that its
+// probes keep reaching EPROXY's prober and drainer and its requests the
+// proxied counters. The pod's default gateways (the node, where the
+// kubelet probes from and where NodePort traffic is masqueraded from) are
+// never steered either.
+type steering struct {
+	mu      sync.Mutex
+	agent   SourceSteerer
+	learned map[netip.Addr]bool // true: steered; false: never
+	direct  map[netip.Addr]bool // local address → the user container answers there
+	never   map[netip.Addr]bool
+	log     *zap.Logger
+}
+
+// SetSteering turns steering on with the agent that steers (nil: off;
+// what was learned is forgotten, since a new agent starts afresh).
+func (s *Server) SetSteering(agent SourceSteerer, never []netip.Addr) {
+	st := &steering{agent: agent, learned: map[netip.Addr]bool{}, direct: map[netip.Addr]bool{}, never: map[netip.Addr]bool{}, log: s.Log}
+	for _, a := range never {
+		st.never[a.Unmap()] = true
+	}
+	s.steerMu.Lock()
+	if agent == nil {
+		s.steer = nil
+	} else {
+		s.steer = st
+	}
+	s.steerMu.Unlock()
+}
+
+func (s *Server) steering() *steering {
+	s.steerMu.RLock()
+	defer s.steerMu.RUnlock()
+	return s.steer
+}
+
+// learn looks at the first request of a connection EPROXY serves itself.
+func (st *steering) learn(c net.Conn, req *http.Request, userPort string) {
+	ra, ok1 := c.RemoteAddr().(*net.TCPAddr)
+	la, ok2 := c.LocalAddr().(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return
+	}
+	src, local := ra.AddrPort().Addr().Unmap(), la.AddrPort().Addr().Unmap()
+	traffic := !isProbe(req) && netheader.GetKnativeProxyValue(req) != activatorName
+	st.mu.Lock()
+	steered, known := st.learned[src]
+	switch {
+	case !traffic && steered:
+		// A steered client turned out to probe: its next connections are
+		// EPROXY's again (this probe already reached EPROXY).
+		st.learned[src] = false
+		st.mu.Unlock()
+		go st.set(src, false)
+		return
+	case !traffic:
+		st.learned[src] = false
+		st.mu.Unlock()
+		return
+	case known || st.never[src]:
+		st.mu.Unlock()
+		return
+	}
+	direct, checked := st.direct[local]
+	st.learned[src] = true
+	st.mu.Unlock()
+	go func() {
+		if !checked {
+			// The kernel keeps the address the client dialled and changes
+			// only the port: the user container must accept there too (it
+			// may listen on 127.0.0.1 only).
+			d, err := net.DialTimeout("tcp", net.JoinHostPort(local.String(), userPort), time.Second)
+			direct = err == nil
+			if d != nil {
+				d.Close()
+			}
+			st.mu.Lock()
+			st.direct[local] = direct
+			st.mu.Unlock()
+			if !direct {
+				st.log.Warn("not steering connections to this address: the user container does not accept on it",
+					zap.String("address", local.String()), zap.String("port", userPort), zap.Error(err))
+			}
+		}
+		if direct {
+			st.set(src, true)
+		}
+	}()
+}
+
+func (st *steering) set(src netip.Addr, on bool) {
+	if err := st.agent.SteerSource(src, on); err != nil {
+		st.log.Warn("steer source", zap.String("source", src.String()), zap.Bool("on", on), zap.Error(err))
+	}
+}
+
+// DefaultGateways are the gateways of the default routes of EPROXY's
+// network namespace (/proc/net/route, /proc/net/ipv6_route): in a pod, the
+// node's address on the pod network.
+func DefaultGateways() []netip.Addr {
+	var out []netip.Addr
+	if b, err := os.ReadFile("/proc/net/route"); err == nil {
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			f := strings.Fields(line)
+			if len(f) < 3 || f[1] != "00000000" {
+				continue
+			}
+			v, err := strconv.ParseUint(f[2], 16, 32)
+			if err != nil || v == 0 {
+				continue
+			}
+			var a [4]byte
+			binary.LittleEndian.PutUint32(a[:], uint32(v)) // /proc prints the u32 in host order (x86, arm64: little endian)
+			out = append(out, netip.AddrFrom4(a))
+		}
+	}
+	if b, err := os.ReadFile("/proc/net/ipv6_route"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			if len(f) < 5 || f[0] != strings.Repeat("0", 32) || f[1] != "00" {
+				continue
+			}
+			raw, err := hex.DecodeString(f[4])
+			if err != nil || len(raw) != 16 {
+				continue
+			}
+			if a := netip.AddrFrom16([16]byte(raw)); !a.IsUnspecified() {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
+}
