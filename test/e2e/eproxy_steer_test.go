@@ -1,0 +1,226 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/spright-dev/spright/pkg/gateway"
+)
+
+// podNetns is a pod stand-in: a named network namespace joined to the host
+// by a veth pair (host .1, pod .2 of a /30), the host as its default
+// gateway, as a CNI bridge plugin leaves a pod.
+type podNetns struct {
+	name          string
+	hostIP, podIP string
+	hostIf        string
+}
+
+func newPodNetns(t *testing.T, subnet int) *podNetns {
+	t.Helper()
+	p := &podNetns{name: fmt.Sprintf("spright-steer-%d", os.Getpid()),
+		hostIP: fmt.Sprintf("10.251.%d.1", subnet), podIP: fmt.Sprintf("10.251.%d.2", subnet),
+		hostIf: fmt.Sprintf("sst%d", os.Getpid()%100000)}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("netns", "add", p.name)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", p.name).Run() })
+	run("link", "add", p.hostIf, "type", "veth", "peer", "name", "eth0", "netns", p.name)
+	run("addr", "add", p.hostIP+"/30", "dev", p.hostIf)
+	run("link", "set", p.hostIf, "up")
+	run("-n", p.name, "link", "set", "lo", "up")
+	run("-n", p.name, "addr", "add", p.podIP+"/30", "dev", "eth0")
+	run("-n", p.name, "link", "set", "eth0", "up")
+	run("-n", p.name, "route", "add", "default", "via", p.hostIP)
+	return p
+}
+
+// do runs f on a thread inside the namespace: sockets it opens live there.
+func (p *podNetns) do(t *testing.T, f func()) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		fd, err := unix.Open("/run/netns/"+p.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			errc <- err
+			return
+		}
+		f()
+		errc <- nil
+	}()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEproxySteersPlainTraffic runs the real EPROXY in a pod namespace with
+// the node agent outside: a client that sent traffic once gets its next
+// connections steered by the kernel straight to the user container (which
+// then sees the client's own address and port), every request is counted
+// exactly once in EPROXY's metrics, and Knative's probes from the node (the
+// pod's default gateway) keep reaching EPROXY.
+func TestEproxySteersPlainTraffic(t *testing.T) {
+	needRoot(t)
+	pod := newPodNetns(t, os.Getpid()%200+20)
+	var sock string
+	startPodAgent(t, "steer", nil, func(c *gateway.Config) { sock = c.ControlSocket })
+
+	// The user container, listening on every address of the pod.
+	var mu sync.Mutex
+	seen := map[string]int{} // RemoteAddr → requests
+	var ln net.Listener
+	var lerr error
+	pod.do(t, func() { ln, lerr = net.Listen("tcp", ":8080") })
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		mu.Lock()
+		seen[r.RemoteAddr]++
+		mu.Unlock()
+		io.WriteString(w, "user")
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+
+	env := map[string]string{
+		"SERVING_NAMESPACE": "default", "SERVING_SERVICE": "hello", "SERVING_CONFIGURATION": "hello",
+		"SERVING_REVISION": "hello-00001", "SERVING_POD": "hello-00001-deployment-5f7d9c8b6-steer",
+		"SERVING_POD_IP": pod.podIP, "CONTAINER_CONCURRENCY": "0", "QUEUE_SERVING_PORT": "8012", "USER_PORT": "8080",
+		"REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_LEVEL": "debug", "SPRIGHT_CONTROL_SOCKET": sock,
+		"SPRIGHT_BIND_ADDRESS": pod.podIP, "SPRIGHT_METRICS_PORT": "9090", "SPRIGHT_PROMETHEUS_PORT": "9091",
+		"SPRIGHT_ADMIN_PORT": "8022", "SPRIGHT_DRAIN_QUIET_SECONDS": "1", "SPRIGHT_DRAIN_TIMEOUT_SECONDS": "10",
+	}
+	ep := startEproxy(t, env, func(cmd *exec.Cmd) {
+		ip, _ := exec.LookPath("ip")
+		cmd.Args = append([]string{ip, "netns", "exec", pod.name}, cmd.Path)
+		cmd.Path = ip
+	})
+	if !steerWait(5*time.Second, func() bool { return strings.Contains(ep.log.String(), "steering plain traffic") }) {
+		t.Fatalf("EPROXY did not start steering:\n%s", ep.log.String())
+	}
+
+	probe := func() {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+net.JoinHostPort(pod.podIP, "8012")+"/", nil)
+		req.Header.Set("K-Network-Probe", "queue")
+		req.Header.Set("User-Agent", "kube-probe/1.36")
+		resp, err := (&http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+		if err != nil {
+			t.Fatalf("probe from the node: %v", err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != "queue" {
+			t.Fatalf("probe from the node answered %d %q, want 200 \"queue\" from EPROXY", resp.StatusCode, b)
+		}
+	}
+	probe()
+
+	// A client inside the pod's network (standing in for the gateway).
+	type conn struct {
+		c     net.Conn
+		br    *bufio.Reader
+		local string
+	}
+	dial := func() *conn {
+		var c net.Conn
+		var err error
+		pod.do(t, func() { c, err = net.Dial("tcp", net.JoinHostPort(pod.podIP, "8012")) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return &conn{c: c, br: bufio.NewReader(c), local: c.LocalAddr().String()}
+	}
+	sent := 0
+	send := func(c *conn) {
+		t.Helper()
+		c.c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprintf(c.c, "POST / HTTP/1.1\r\nHost: hello.default\r\nContent-Length: 3\r\n\r\nabc")
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != "user" {
+			t.Fatalf("answer %q, want user", b)
+		}
+		sent++
+	}
+	steered := func(c *conn) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[c.local] > 0
+	}
+
+	first := dial()
+	send(first)
+	if steered(first) {
+		t.Fatal("the first connection of an unknown client was steered (EPROXY had not seen it yet)")
+	}
+	// EPROXY learns the client from that request, asynchronously.
+	var c *conn
+	if !steerWait(5*time.Second, func() bool {
+		c = dial()
+		send(c)
+		return steered(c)
+	}) {
+		t.Fatalf("new connections of a known client are not steered:\n%s", ep.log.String())
+	}
+	for range 4 {
+		c := dial()
+		for range 50 {
+			send(c)
+		}
+		if !steered(c) {
+			t.Fatal("a later connection of a known client was not steered")
+		}
+	}
+	send(first) // still EPROXY's, spliced
+	probe()     // the node is never steered
+
+	if !steerWait(2*time.Second, func() bool {
+		m := ep.promCounters(t)
+		return m["eproxy_requests_total"] == float64(sent) && m["eproxy_responses_total"] == float64(sent) && m["eproxy_inflight_requests"] == 0
+	}) {
+		t.Fatalf("EPROXY's counters %v, want %d requests and responses, none in flight (probes not counted)", ep.promCounters(t), sent)
+	}
+}
+
+func steerWait(d time.Duration, ok func() bool) bool {
+	deadline := time.Now().Add(d)
+	for {
+		if ok() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
