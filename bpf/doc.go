@@ -90,6 +90,12 @@
 //	splice_map        SOCKHASH  u64 socket cookie → socket (spliced sockets; see "Splice")
 //	splice_peer       HASH      u64 socket cookie → {u64 peer_cookie; u64 conn; s64 outstanding; u32 instance; u8 side; 3 pad}
 //	splice_sock       SK_STORAGE socket → same record as splice_peer (outstanding unused)
+//	steer_ns          HASH      u64 netns cookie → {u32 instance; u16 from_port; u16 to_port; u32 enabled}
+//	steer_src         HASH      {u64 netns; u32 addr[4]; u32 family} → u8 (clients to steer)
+//	steer_flows       LRU_HASH  {u64 netns; client, server addr; client port; family} → steered connection
+//
+// Steered namespaces' TCX links are pinned there too, as
+// steer-<netns cookie>-<ifindex>-<in|out> (see "Steer").
 //
 // The sender identity lives in socket-local storage, written from userspace
 // with the socket's fd as key: it needs no cleanup (it dies with the socket)
@@ -285,6 +291,65 @@
 // latency (BenchmarkSplice, all in one process: 85-99 µs per request
 // spliced against 60-63 µs with io.Copy on a quieter moment; both about
 // twice that under load).
+//
+// # Steer: EPROXY without forwarding
+//
+// Splicing frees the sidecar but not the node: every byte still crosses
+// the kernel's workqueue twice (see "Splice: cost"). Steering forwards
+// nothing. EPROXY sends its traffic listener (QUEUE_SERVING_PORT, 8012)
+// to the agent, which finds the pod's network namespace from it
+// (SIOCGSKNS, SO_NETNS_COOKIE), attaches spright_steer with TCX to ingress
+// and egress of every interface there, pins the links, and records the
+// namespace's policy in steer_ns (Steer). From then on:
+//
+//   - A SYN to from_port (8012) whose client address is in steer_src for
+//     that namespace, while the policy is enabled, starts a steered flow
+//     (steer_flows). Every packet of the flow has its destination port
+//     rewritten to to_port (the user container's port, 8080) on the way
+//     in and its source port back on the way out, with TCP's checksum
+//     patched (bpf_l4_csum_replace: ports are not in the pseudo header).
+//     The user container accepts the connection itself and answers on it;
+//     no process between them, no copy, and TCP's own flow control works
+//     end to end (a slow client blocks the user container's writes, as
+//     with queue-proxy). The address is kept: the user container must
+//     accept on the address the client dialled (EPROXY checks once per
+//     address before it asks for a client to be steered).
+//   - Counting, for the policy's instance, in the program: a packet to
+//     the user container whose payload starts a request line is a request,
+//     one from it that starts a final status line a response (the splice's
+//     segment-start heuristic and its limits). The sequence number after
+//     each counted segment is kept per flow, so a retransmission is not
+//     counted again. A flow counts its unanswered requests; an RST either
+//     way or the user container's FIN takes them out of Inflight, once.
+//     TestSteer: 500 requests on one steered connection (2% 10 KB bodies)
+//     count exactly 500 in and out; a request the user container drops
+//     leaves Inflight when it closes.
+//   - Everything else passes untouched: connections opened before their
+//     client was steered, clients not in steer_src, connections while the
+//     policy is disabled (EPROXY drains), and EPROXY's own connections to
+//     the user container (their destination is to_port, not from_port,
+//     and no flow names them). On loopback, where client and server share
+//     an address, one EPROXY upstream connection could in principle pick
+//     the same ephemeral port as a steered client; pods' clients come over
+//     eth0 with their own addresses, where this cannot happen.
+//
+// Which clients: EPROXY decides, from the first request of each connection
+// it still serves itself (pkg/eproxy, steer.go): a client sending plain
+// traffic is added, a client that sends Knative probes or the activator's
+// requests is never steered (its probes must reach EPROXY's prober and
+// drainer), nor are the pod's default gateways (the node, where the
+// kubelet probes from). The decision is per connection at its SYN, so a
+// client's connections opened before it was learned stay spliced.
+//
+// Lifetime: the links are pinned, so steered connections survive an agent
+// restart; a pod whose EPROXY goes away has its policy disabled (steered
+// connections finish, new ones go to port 8012 again); a namespace that is
+// gone (the kernel detached its links: TCX reports ifindex 0) is forgotten
+// by the next Steer. The agent refuses to steer its own namespace (several
+// EPROXYs there would share one policy).
+//
+// Cost (make bench, sidecar): see test/bench/RESULTS.md, eproxy against
+// eproxy-splice and direct.
 //
 // # Regenerating
 //

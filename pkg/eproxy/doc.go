@@ -10,11 +10,20 @@
 //     out, in-flight and the time integral of in-flight per pod instance in
 //     the EPROXY metrics map, on the sk_msg path of chained functions and on
 //     the splice path of plain revisions. No userspace code counts requests.
-//   - Forwarding (plain revisions): EPROXY reads the first request of a
-//     connection to tell Knative's probes from traffic, then has the node
-//     agent splice the client connection to the user container's connection
-//     in the kernel (sk_skb redirect); the bytes of every later request on
-//     that connection never reach userspace.
+//   - Forwarding (plain revisions): none, for most connections. EPROXY
+//     reads the first request of each connection it is given, to tell
+//     Knative's probes from traffic; a client that sends traffic is then
+//     steered (steer.go, package bpf "Steer"): its next connections are
+//     rewritten in the kernel to the user container's own port and counted
+//     there, and never reach EPROXY. The connections EPROXY still gets
+//     (a client's first ones, the activator's, probes) are spliced to the
+//     user container in the kernel (sk_skb redirect), so their later
+//     requests never reach userspace either. SPRIGHT_STEER=false splices
+//     every connection; a revision with containerConcurrency > 0 is never
+//     steered or spliced (its requests must pass the breaker).
+//     What queue-proxy does per request and a steered or spliced
+//     connection does not: the revision timeout (504), the Host and
+//     Knative header rewrites and X-Forwarded-For.
 //   - Stats: Window turns the eBPF counters into Knative's metrics.Stat
 //     (average concurrency from the in-flight integral, requests per second,
 //     uptime), computed lazily when the autoscaler scrapes, so an idle pod
