@@ -72,14 +72,15 @@ type steerPod struct {
 	release      chan struct{}
 	held         chan struct{}
 	in           func(func())
+	host         string
 }
 
-func newSteerPod(t *testing.T) *steerPod {
-	p := &steerPod{in: netnsForTest(t), release: make(chan struct{}), held: make(chan struct{}, 16)}
+func newSteerPod(t *testing.T, host string) *steerPod {
+	p := &steerPod{in: netnsForTest(t), release: make(chan struct{}), held: make(chan struct{}, 16), host: host}
 	var err1, err2 error
 	p.in(func() {
-		p.eproxy, err1 = net.Listen("tcp", "127.0.0.1:8012")
-		p.user, err2 = net.Listen("tcp", "127.0.0.1:8080")
+		p.eproxy, err1 = net.Listen("tcp", net.JoinHostPort(host, "8012"))
+		p.user, err2 = net.Listen("tcp", net.JoinHostPort(host, "8080"))
 	})
 	if err1 != nil || err2 != nil {
 		t.Fatal(err1, err2)
@@ -101,12 +102,12 @@ func newSteerPod(t *testing.T) *steerPod {
 	return p
 }
 
-// dial opens a keep-alive connection to 127.0.0.1:8012 inside the pod.
+// dial opens a keep-alive connection to the pod's port 8012, inside it.
 func (p *steerPod) dial(t *testing.T) net.Conn {
 	t.Helper()
 	var c net.Conn
 	var err error
-	p.in(func() { c, err = net.Dial("tcp", "127.0.0.1:8012") })
+	p.in(func() { c, err = net.Dial("tcp", net.JoinHostPort(p.host, "8012")) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +151,7 @@ func TestSteer(t *testing.T) {
 	if err := d.AddInstanceMetrics(inst); err != nil {
 		t.Fatal(err)
 	}
-	p := newSteerPod(t)
+	p := newSteerPod(t, "127.0.0.1")
 	cookie, err := d.Steer(inst, listenerFD(t, p.eproxy), 8080)
 	if err != nil {
 		t.Fatal(err)
@@ -247,5 +248,44 @@ func TestSteer(t *testing.T) {
 	}
 	if _, err := os.Stat(d.PinDir()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSteerIPv6: the same on ::1 (the IPv6 header, 16-byte addresses).
+func TestSteerIPv6(t *testing.T) {
+	d, err := Load(pinDir(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	defer d.Unpin()
+	const inst = 4343
+	if err := d.AddInstanceMetrics(inst); err != nil {
+		t.Fatal(err)
+	}
+	p := newSteerPod(t, "::1")
+	cookie, err := d.Steer(inst, listenerFD(t, p.eproxy), 8080)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SteerSource(cookie, netip.MustParseAddr("::1"), true); err != nil {
+		t.Fatal(err)
+	}
+	c := p.dial(t)
+	br := bufio.NewReader(c)
+	for i := range 100 {
+		if got := get(t, c, br, "/", "x"); got != "user" {
+			t.Fatalf("request %d on a steered IPv6 connection answered by %q, want user", i, got)
+		}
+	}
+	if m := metrics(t, d, inst); m.RequestsIn != 100 || m.ResponsesOut != 100 || m.Inflight != 0 {
+		t.Fatalf("after 100 steered IPv6 requests: %+v", m)
+	}
+	if err := d.SteerSource(cookie, netip.MustParseAddr("::1"), false); err != nil {
+		t.Fatal(err)
+	}
+	other := p.dial(t)
+	if got := get(t, other, bufio.NewReader(other), "/", "x"); got != "eproxy" {
+		t.Fatalf("unsteered IPv6 client answered by %q, want eproxy", got)
 	}
 }
