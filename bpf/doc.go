@@ -338,8 +338,11 @@
 // traffic is added, a client that sends Knative probes or the activator's
 // requests is never steered (its probes must reach EPROXY's prober and
 // drainer), nor are the pod's default gateways (the node, where the
-// kubelet probes from). The decision is per connection at its SYN, so a
-// client's connections opened before it was learned stay spliced.
+// kubelet probes from). The decision is per connection at its SYN; a
+// connection that reached EPROXY from a client it then steers carries only
+// that first request (answered with Connection: close), so a client that
+// pools its connections, as the ingress does, reconnects once and is
+// steered from then on.
 //
 // Lifetime: the links are pinned, so steered connections survive an agent
 // restart; a pod whose EPROXY goes away has its policy disabled (steered

@@ -633,6 +633,7 @@ struct steer_policy {
 	__u16 to_port;   /* host order */
 	__u32 enabled;   /* 0: no new connection is steered */
 	__u32 pad;
+	__u64 flows;     /* connections steered so far */
 };
 
 struct steer_source {
@@ -810,6 +811,7 @@ int spright_steer(struct __sk_buff *skb)
 		}
 		if (bpf_map_update_elem(&steer_flows, &key, &nf, BPF_ANY))
 			return TCX_NEXT;
+		__sync_fetch_and_add(&ns->flows, 1);
 		f = bpf_map_lookup_elem(&steer_flows, &key);
 	}
 	if (!f)

@@ -79,6 +79,7 @@ type sprightSteerPolicy struct {
 	ToPort   uint16
 	Enabled  uint32
 	Pad      uint32
+	Flows    uint64
 }
 
 type sprightSteerSource struct {

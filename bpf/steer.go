@@ -72,6 +72,10 @@ func (d *Datapath) Steer(instance uint32, sockFD int, toPort uint16) (uint64, er
 		return 0, err
 	}
 	pol := sprightSteerPolicy{Instance: instance, FromPort: uint16(from), ToPort: toPort, Enabled: 1}
+	var old sprightSteerPolicy
+	if d.objs.SteerNs.Lookup(cookie, &old) == nil {
+		pol.Flows = old.Flows // the namespace's count goes on
+	}
 	if err := d.objs.SteerNs.Update(cookie, &pol, ebpf.UpdateAny); err != nil {
 		return 0, fmt.Errorf("bpf: steer: set policy of netns %d: %w", cookie, err)
 	}
@@ -319,18 +323,27 @@ func inNetns(nsfd int, fn func() error) error {
 	return <-errc
 }
 
-// SteerStats reads a namespace's policy (for tests and diagnostics).
-func (d *Datapath) SteerStats(netns uint64) (instance uint32, fromPort, toPort uint16, enabled bool, err error) {
+// SteerInfo is a steered namespace's policy and count.
+type SteerInfo struct {
+	Instance         uint32
+	FromPort, ToPort uint16
+	Enabled          bool
+	// Connections steered in this namespace so far.
+	Connections uint64
+}
+
+// SteerStats reads a namespace's policy and count.
+func (d *Datapath) SteerStats(netns uint64) (SteerInfo, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.closed {
-		return 0, 0, 0, false, ErrClosed
+		return SteerInfo{}, ErrClosed
 	}
 	var pol sprightSteerPolicy
 	if err := d.objs.SteerNs.Lookup(netns, &pol); err != nil {
-		return 0, 0, 0, false, fmt.Errorf("bpf: steer: netns %d: %w", netns, err)
+		return SteerInfo{}, fmt.Errorf("bpf: steer: netns %d: %w", netns, err)
 	}
-	return pol.Instance, pol.FromPort, pol.ToPort, pol.Enabled != 0, nil
+	return SteerInfo{Instance: pol.Instance, FromPort: pol.FromPort, ToPort: pol.ToPort, Enabled: pol.Enabled != 0, Connections: pol.Flows}, nil
 }
 
 // ownNetnsCookie is the cookie of the calling thread's network namespace.

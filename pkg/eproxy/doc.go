@@ -13,9 +13,10 @@
 //   - Forwarding (plain revisions): none, for most connections. EPROXY
 //     reads the first request of each connection it is given, to tell
 //     Knative's probes from traffic; a client that sends traffic is then
-//     steered (steer.go, package bpf "Steer"): its next connections are
-//     rewritten in the kernel to the user container's own port and counted
-//     there, and never reach EPROXY. The connections EPROXY still gets
+//     steered (steer.go, package bpf "Steer"): EPROXY answers that first
+//     request itself with Connection: close, and the client's next
+//     connections are rewritten in the kernel to the user container's own
+//     port and counted there, and never reach EPROXY. The connections EPROXY still gets
 //     (a client's first ones, the activator's, probes) are spliced to the
 //     user container in the kernel (sk_skb redirect), so their later
 //     requests never reach userspace either. SPRIGHT_STEER=false splices

@@ -123,6 +123,9 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c, ok := r.Context().Value(connKey{}).(*countedConn); ok && s.breaker == nil {
 			c.once.Do(func() { s.countConn(c.Conn, "client") })
+			if bc, ok := c.Conn.(*bufConn); ok && bc.closeAfterOne {
+				w.Header().Set("Connection", "close")
+			}
 		}
 		// What queue-proxy does to every request on its way in.
 		// Full duplex: net/http would otherwise close the request body when
@@ -280,8 +283,16 @@ func (s *Server) handle(c net.Conn) {
 	}
 	c.SetReadDeadline(time.Time{})
 	if st := s.steering(); st != nil && s.breaker == nil {
-		if _, port, err := net.SplitHostPort(s.UserAddr); err == nil {
-			st.learn(c, req, port)
+		if _, port, err := net.SplitHostPort(s.UserAddr); err == nil && st.handoff(c, req, port) {
+			// Its client is steered from now on: this request is answered
+			// here, then the connection closes and the next one is the
+			// kernel's (see steering).
+			select {
+			case s.conns <- &bufConn{Conn: c, r: br, closeAfterOne: true}:
+			case <-s.closed:
+				c.Close()
+			}
+			return
 		}
 	}
 	tc, isTCP := c.(*net.TCPConn)
@@ -576,6 +587,9 @@ func spliceable(r *http.Request) bool {
 type bufConn struct {
 	net.Conn
 	r *bufio.Reader
+	// closeAfterOne: answer one request with Connection: close (its
+	// client was just steered).
+	closeAfterOne bool
 }
 
 func (c *bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }

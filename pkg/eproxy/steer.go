@@ -25,26 +25,34 @@ type SourceSteerer interface {
 // steering learns which clients to steer. The kernel decides per new
 // connection, at its SYN, from the client's address alone (it cannot see
 // the request), so EPROXY teaches it from the first requests it serves
-// itself: a client whose first request is plain traffic is steered from
-// its next connection on; a client that sends Knative probes (the kubelet,
-// the activator) or the activator's traffic is never steered, so that its
-// probes keep reaching EPROXY's prober and drainer and its requests the
-// proxied counters. The pod's default gateways (the node, where the
-// kubelet probes from and where NodePort traffic is masqueraded from) are
-// never steered either.
+// itself: a client whose first request on a connection is plain traffic is
+// steered from its next connection on; a client that sends Knative probes
+// (the kubelet, the activator) or the activator's traffic is never steered,
+// so that its probes keep reaching EPROXY's prober and drainer and its
+// requests the proxied counters. The pod's default gateways (the node,
+// where the kubelet probes from and where NodePort traffic is masqueraded
+// from) are never steered either.
+//
+// Clients keep their connections (the ingress pools them): a connection
+// that reached EPROXY before its client was steered would stay on EPROXY
+// for its whole life. So EPROXY answers the first request of a steerable
+// client's connection itself, in userspace, with "Connection: close":
+// the client opens a new connection for its next request, and that one
+// is steered. The source is added before that answer leaves, so the new
+// connection cannot arrive before the kernel knows it.
 type steering struct {
-	mu      sync.Mutex
-	agent   SourceSteerer
-	learned map[netip.Addr]bool // true: steered; false: never
-	direct  map[netip.Addr]bool // local address → the user container answers there
-	never   map[netip.Addr]bool
-	log     *zap.Logger
+	mu     sync.Mutex
+	agent  SourceSteerer
+	state  map[netip.Addr]bool // true: steered; false: never
+	direct map[netip.Addr]bool // local address → the user container accepts there
+	never  map[netip.Addr]bool
+	log    *zap.Logger
 }
 
 // SetSteering turns steering on with the agent that steers (nil: off;
 // what was learned is forgotten, since a new agent starts afresh).
 func (s *Server) SetSteering(agent SourceSteerer, never []netip.Addr) {
-	st := &steering{agent: agent, learned: map[netip.Addr]bool{}, direct: map[netip.Addr]bool{}, never: map[netip.Addr]bool{}, log: s.Log}
+	st := &steering{agent: agent, state: map[netip.Addr]bool{}, direct: map[netip.Addr]bool{}, never: map[netip.Addr]bool{}, log: s.Log}
 	for _, a := range never {
 		st.never[a.Unmap()] = true
 	}
@@ -63,64 +71,66 @@ func (s *Server) steering() *steering {
 	return s.steer
 }
 
-// learn looks at the first request of a connection EPROXY serves itself.
-func (st *steering) learn(c net.Conn, req *http.Request, userPort string) {
+// handoff looks at the first request of a connection EPROXY got: true
+// means its client is steered now, and this connection should carry only
+// this request and then close (see steering).
+func (st *steering) handoff(c net.Conn, req *http.Request, userPort string) bool {
 	ra, ok1 := c.RemoteAddr().(*net.TCPAddr)
 	la, ok2 := c.LocalAddr().(*net.TCPAddr)
 	if !ok1 || !ok2 {
-		return
+		return false
 	}
 	src, local := ra.AddrPort().Addr().Unmap(), la.AddrPort().Addr().Unmap()
 	traffic := !isProbe(req) && netheader.GetKnativeProxyValue(req) != activatorName
 	st.mu.Lock()
-	steered, known := st.learned[src]
+	defer st.mu.Unlock()
+	steered, known := st.state[src]
 	switch {
-	case !traffic && steered:
-		// A steered client turned out to probe: its next connections are
-		// EPROXY's again (this probe already reached EPROXY).
-		st.learned[src] = false
-		st.mu.Unlock()
-		go st.set(src, false)
-		return
 	case !traffic:
-		st.learned[src] = false
-		st.mu.Unlock()
-		return
-	case known || st.never[src]:
-		st.mu.Unlock()
-		return
+		st.state[src] = false
+		if steered {
+			// A steered client turned out to probe: its next connections
+			// are EPROXY's again (this probe already reached EPROXY).
+			st.set(src, false)
+		}
+		return false
+	case known:
+		return steered
+	case st.never[src]:
+		return false
 	}
 	direct, checked := st.direct[local]
-	st.learned[src] = true
-	st.mu.Unlock()
-	go func() {
-		if !checked {
-			// The kernel keeps the address the client dialled and changes
-			// only the port: the user container must accept there too (it
-			// may listen on 127.0.0.1 only).
-			d, err := net.DialTimeout("tcp", net.JoinHostPort(local.String(), userPort), time.Second)
-			direct = err == nil
-			if d != nil {
-				d.Close()
-			}
-			st.mu.Lock()
-			st.direct[local] = direct
-			st.mu.Unlock()
-			if !direct {
-				st.log.Warn("not steering connections to this address: the user container does not accept on it",
-					zap.String("address", local.String()), zap.String("port", userPort), zap.Error(err))
-			}
+	if !checked {
+		// The kernel keeps the address the client dialled and changes
+		// only the port: the user container must accept there too (it
+		// may listen on 127.0.0.1 only). Checked once per address.
+		d, err := net.DialTimeout("tcp", net.JoinHostPort(local.String(), userPort), time.Second)
+		direct = err == nil
+		if d != nil {
+			d.Close()
 		}
-		if direct {
-			st.set(src, true)
+		st.direct[local] = direct
+		if !direct {
+			st.log.Warn("not steering connections to this address: the user container does not accept on it",
+				zap.String("address", local.String()), zap.String("port", userPort), zap.Error(err))
 		}
-	}()
+	}
+	if !direct || !st.set(src, true) {
+		st.state[src] = false
+		return false
+	}
+	st.state[src] = true
+	return true
 }
 
-func (st *steering) set(src netip.Addr, on bool) {
+// set asks the agent (st.mu held: one change at a time, in order).
+func (st *steering) set(src netip.Addr, on bool) bool {
 	if err := st.agent.SteerSource(src, on); err != nil {
 		st.log.Warn("steer source", zap.String("source", src.String()), zap.Bool("on", on), zap.Error(err))
+		return false
 	}
+	st.log.Debug("steer source", zap.String("source", src.String()), zap.Bool("on", on))
+	return true
 }
 
 // DefaultGateways are the gateways of the default routes of EPROXY's

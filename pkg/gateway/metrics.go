@@ -52,12 +52,13 @@ var (
 	descDrops      = prometheus.NewDesc("spright_bpf_dropped_descriptors_total", "Descriptors the sk_msg program dropped, by reason.", []string{"reason"}, nil)
 	descPeer       = prometheus.NewDesc("spright_peer_requests_total", "Cross-node traffic: requests shipped to a peer for their next function, received from one, answers sent to and received from the node where a request entered, frames refused, requests failed because their peer went away or never answered.", []string{"event"}, nil)
 	descPeerLinks  = prometheus.NewDesc("spright_peer_links", "Authenticated connections to peer nodes.", nil, nil)
+	descSteered    = prometheus.NewDesc("spright_eproxy_steered_connections_total", "Connections the kernel steered straight to a pod's user container (EPROXY steering), per pod.", []string{"namespace", "revision", "pod"}, nil)
 	descInstSent   = prometheus.NewDesc("spright_bpf_instance_sent_total", "Descriptors sent by an instance (eBPF count).", []string{"instance"}, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (g *Gateway) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descPoolFree, descPoolSlots, descDispatched, descReturned, descInvalid, descReclaimed, descUpdates, descInstances, descDrops, descInstSent, descPeer, descPeerLinks} {
+	for _, d := range []*prometheus.Desc{descPoolFree, descPoolSlots, descDispatched, descReturned, descInvalid, descReclaimed, descUpdates, descInstances, descDrops, descInstSent, descPeer, descPeerLinks, descSteered} {
 		ch <- d
 	}
 	g.metricsOnce.Do(g.initMetrics)
@@ -92,6 +93,7 @@ func (g *Gateway) Collect(ch chan<- prometheus.Metric) {
 	links := len(g.rem.links)
 	g.rem.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(descPeerLinks, prometheus.GaugeValue, float64(links))
+	g.collectSteered(ch)
 	if g.dp != nil {
 		if drops, err := g.dp.Drops(); err == nil {
 			for r, v := range drops {

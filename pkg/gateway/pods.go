@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"net/netip"
 	"net/url"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -81,8 +83,8 @@ type pod struct {
 	pod  string
 	conn *control.Conn
 	// steered is the pod's network namespace cookie once it asked for
-	// steering (0: not steered).
-	steered uint64
+	// steering (0: not steered); read by the metrics collector.
+	steered atomic.Uint64
 }
 
 // servePod registers an EPROXY sidecar (a pod of a Knative revision): it
@@ -121,8 +123,8 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		// outlive this EPROXY: it restarts, or the agent does); new ones
 		// go to EPROXY's port again. The namespace's links and policy go
 		// with the namespace (pruned by a later Steer).
-		if p.steered != 0 {
-			if err := g.dp.SetSteerEnabled(p.steered, false); err != nil {
+		if ns := p.steered.Load(); ns != 0 {
+			if err := g.dp.SetSteerEnabled(ns, false); err != nil {
 				g.log.Debug("stop steering for a pod that left", zap.Error(err))
 			}
 		}
@@ -279,10 +281,11 @@ func (g *Gateway) steer(p *pod, req control.Message, fds []int) error {
 		if err != nil {
 			return err
 		}
-		p.steered = cookie
+		p.steered.Store(cookie)
 		return nil
 	case control.TypeSteerSource:
-		if p.steered == 0 {
+		ns := p.steered.Load()
+		if ns == 0 {
 			return fmt.Errorf("steer-source: this pod is not steered (send %q first)", control.TypeSteer)
 		}
 		addr, err := netip.ParseAddr(req.Address)
@@ -292,14 +295,39 @@ func (g *Gateway) steer(p *pod, req control.Message, fds []int) error {
 		if req.Side != "add" && req.Side != "remove" {
 			return fmt.Errorf("steer-source: side %q, want add or remove", req.Side)
 		}
-		return g.dp.SteerSource(p.steered, addr, req.Side == "add")
+		return g.dp.SteerSource(ns, addr, req.Side == "add")
 	default: // TypeSteerEnable
-		if p.steered == 0 {
+		ns := p.steered.Load()
+		if ns == 0 {
 			return fmt.Errorf("steer-enable: this pod is not steered (send %q first)", control.TypeSteer)
 		}
 		if req.Side != "on" && req.Side != "off" {
 			return fmt.Errorf("steer-enable: side %q, want on or off", req.Side)
 		}
-		return g.dp.SetSteerEnabled(p.steered, req.Side == "on")
+		return g.dp.SetSteerEnabled(ns, req.Side == "on")
+	}
+}
+
+// collectSteered reports each steered pod's count of steered connections.
+func (g *Gateway) collectSteered(ch chan<- prometheus.Metric) {
+	if g.dp == nil {
+		return
+	}
+	g.mu.RLock()
+	var pods []*pod
+	for _, ps := range g.revPods {
+		for p := range ps {
+			pods = append(pods, p)
+		}
+	}
+	g.mu.RUnlock()
+	for _, p := range pods {
+		ns := p.steered.Load()
+		if ns == 0 {
+			continue
+		}
+		if info, err := g.dp.SteerStats(ns); err == nil {
+			ch <- prometheus.MustNewConstMetric(descSteered, prometheus.CounterValue, float64(info.Connections), p.key.Namespace, p.key.Name, p.pod)
+		}
 	}
 }

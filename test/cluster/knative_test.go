@@ -141,6 +141,19 @@ func TestSprightOnKnative(t *testing.T) {
 		second := e.revisionRequests(t, "plain-00002") - before["plain-00002"]
 		t.Logf("70/30 split over %d requests, counted by each revision's EPROXY: plain-00001 %v (%.1f%%), plain-00002 %v (%.1f%%)",
 			n, first, 100*first/n, second, 100*second/n)
+		// The ingress's connections to the pods: EPROXY answered the first
+		// request of each with Connection: close and had the kernel steer
+		// the ingress's next ones straight to the user container.
+		steered := 0.0
+		for k, v := range e.gatewayMetrics(t) {
+			if strings.HasPrefix(k, "spright_eproxy_steered_connections_total") && strings.Contains(k, `revision="plain-0000`) {
+				steered += v
+			}
+		}
+		t.Logf("connections steered to plain's user containers: %v", steered)
+		if steered == 0 {
+			t.Errorf("no connection to plain's pods was steered (spright_eproxy_steered_connections_total)")
+		}
 		if first+second != n {
 			t.Errorf("the revisions counted %v requests, want %d", first+second, n)
 		}

@@ -2,15 +2,19 @@ package e2e
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,7 +89,7 @@ func TestEproxySteersPlainTraffic(t *testing.T) {
 	needRoot(t)
 	pod := newPodNetns(t, os.Getpid()%200+20)
 	var sock string
-	startPodAgent(t, "steer", nil, func(c *gateway.Config) { sock = c.ControlSocket })
+	agent := startPodAgent(t, "steer", nil, func(c *gateway.Config) { sock = c.ControlSocket })
 
 	// The user container, listening on every address of the pod.
 	var mu sync.Mutex
@@ -157,7 +161,7 @@ func TestEproxySteersPlainTraffic(t *testing.T) {
 		return &conn{c: c, br: bufio.NewReader(c), local: c.LocalAddr().String()}
 	}
 	sent := 0
-	send := func(c *conn) {
+	send := func(c *conn) *http.Response {
 		t.Helper()
 		c.c.SetDeadline(time.Now().Add(5 * time.Second))
 		fmt.Fprintf(c.c, "POST / HTTP/1.1\r\nHost: hello.default\r\nContent-Length: 3\r\n\r\nabc")
@@ -171,6 +175,7 @@ func TestEproxySteersPlainTraffic(t *testing.T) {
 			t.Fatalf("answer %q, want user", b)
 		}
 		sent++
+		return resp
 	}
 	steered := func(c *conn) bool {
 		mu.Lock()
@@ -178,32 +183,91 @@ func TestEproxySteersPlainTraffic(t *testing.T) {
 		return seen[c.local] > 0
 	}
 
+	// The first connection of an unknown client: EPROXY answers (through
+	// its own upstream connection) and closes it, having steered the
+	// client, whose next connection is the kernel's at once.
 	first := dial()
-	send(first)
-	if steered(first) {
-		t.Fatal("the first connection of an unknown client was steered (EPROXY had not seen it yet)")
-	}
-	// EPROXY learns the client from that request, asynchronously.
-	var c *conn
-	if !steerWait(5*time.Second, func() bool {
-		c = dial()
-		send(c)
-		return steered(c)
-	}) {
-		t.Fatalf("new connections of a known client are not steered:\n%s", ep.log.String())
+	if resp := send(first); !resp.Close || steered(first) {
+		t.Fatalf("first request of a new client: Connection: close %v, steered %v; want EPROXY's answer with Connection: close", resp.Close, steered(first))
 	}
 	for range 4 {
 		c := dial()
 		for range 50 {
-			send(c)
+			if resp := send(c); resp.Close {
+				t.Fatal("a steered connection was closed")
+			}
 		}
 		if !steered(c) {
-			t.Fatal("a later connection of a known client was not steered")
+			t.Fatalf("a connection of a known client was not steered:\n%s", ep.log.String())
 		}
 	}
-	send(first) // still EPROXY's, spliced
-	probe()     // the node is never steered
+	probe() // the node is never steered
 
+	// A pooling client (as the ingress is) ends up with steered
+	// connections only: 8 workers × 50 requests.
+	mu.Lock()
+	before := map[string]int{}
+	for k, v := range seen {
+		before[k] = v
+	}
+	mu.Unlock()
+	pooled := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			var err error
+			pod.do(t, func() { c, err = (&net.Dialer{}).DialContext(ctx, network, addr) })
+			return c, err
+		}}}
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				resp, err := pooled.Post("http://"+net.JoinHostPort(pod.podIP, "8012")+"/", "text/plain", strings.NewReader("abc"))
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if string(b) != "user" {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	sent += 400
+	if failed.Load() != 0 {
+		t.Fatalf("%d of 400 pooled requests failed", failed.Load())
+	}
+	viaEproxy := 0
+	mu.Lock()
+	for k, v := range seen {
+		if strings.HasPrefix(k, "127.0.0.1:") {
+			viaEproxy += v - before[k]
+		}
+	}
+	mu.Unlock()
+	if viaEproxy != 0 {
+		t.Errorf("%d of the pooled client's 400 requests went through EPROXY, want 0 (its client was already steered)", viaEproxy)
+	}
+
+	// The agent's count of steered connections: 4 + the pool's 8.
+	rec := httptest.NewRecorder()
+	agent.MetricsHandler().ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	var steeredConns float64
+	for _, line := range strings.Split(rec.Body.String(), "\n") {
+		if strings.HasPrefix(line, "spright_eproxy_steered_connections_total{") {
+			f := strings.Fields(line)
+			steeredConns, _ = strconv.ParseFloat(f[len(f)-1], 64)
+		}
+	}
+	if steeredConns < 12 {
+		t.Errorf("spright_eproxy_steered_connections_total = %v, want at least 12", steeredConns)
+	}
 	if !steerWait(2*time.Second, func() bool {
 		m := ep.promCounters(t)
 		return m["eproxy_requests_total"] == float64(sent) && m["eproxy_responses_total"] == float64(sent) && m["eproxy_inflight_requests"] == 0

@@ -41,8 +41,8 @@ func runSidecar(ctx context.Context, e *Env, f *File) error {
 		"direct: wrk → function (the floor). queue-proxy: wrk → Knative's real queue-proxy (knative.dev/serving " + sidecar.ServingVersion +
 			" cmd/queue) → function. eproxy: wrk → EPROXY (cmd/eproxy, same environment, plus SPRIGHT_CONTROL_SOCKET of a node agent, " +
 			"cmd/gateway, started for the run and counted as the class node-agent) → function: new connections of a client EPROXY has seen " +
-			"traffic from are steered by the node agent's eBPF program straight to the function's port (SPRIGHT_STEER, the default; " +
-			"the warm-up teaches EPROXY wrk's address, so the measured connections are steered). eproxy-splice: the same with " +
+			"traffic from are steered by the node agent's eBPF program straight to the function's port (SPRIGHT_STEER, the default: " +
+			"EPROXY answers the first request of a new client's connection itself with Connection: close, and wrk's reconnection is steered). eproxy-splice: the same with " +
 			"SPRIGHT_STEER=false, every connection spliced in the kernel (sk_skb redirect).",
 		"extra.allin_us_per_request: the host's busy CPU minus the load generator's (processes, kernel workers, softirq) per request.",
 		"Sidecar environment: what the revision reconciler gives queue-proxy for a default install, with ENABLE_HTTP_FULL_DUPLEX=true " +
