@@ -345,7 +345,9 @@
 // steered from then on.
 //
 // Lifetime: the links are pinned, so steered connections survive an agent
-// restart; a pod whose EPROXY goes away has its policy disabled (steered
+// restart, and a flow is counted for the instance the namespace's policy
+// names at each packet, so after the pod registers again (a new instance)
+// the autoscaler keeps seeing the connections steered before; a pod whose EPROXY goes away has its policy disabled (steered
 // connections finish, new ones go to port 8012 again); a namespace that is
 // gone (the kernel detached its links: TCX reports ifindex 0) is forgotten
 // by the next Steer. The agent refuses to steer its own namespace (several

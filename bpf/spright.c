@@ -603,7 +603,10 @@ int spright_splice_end(struct __sk_buff *skb)
  * from it that starts a final status line a response (ResponsesOut,
  * Inflight--), with the same segment-start heuristic as the splice and the
  * sequence number remembered so that a retransmitted segment is not
- * counted twice. The first RST, or the user container's FIN, ends the
+ * counted twice. Counts go to the instance the namespace's policy names
+ * now, not the one it named when the flow started: after the agent or
+ * EPROXY restarted (a new instance), the connections steered before keep
+ * being seen by the autoscaler. The first RST, or the user container's FIN, ends the
  * flow's count: requests it left unanswered leave Inflight then. The flow
  * record itself stays (the last ACKs and the client's FIN must still be
  * rewritten) until the LRU map reuses it; a SYN on the same addresses
@@ -657,7 +660,7 @@ struct steer_flow_key {
 #define FLOW_ENDED 0x4
 
 struct steer_flow {
-	__u32 instance;
+	__u32 instance; /* when it started (counts go to the policy's current one) */
 	__u32 req_next;  /* seq after the last counted request segment */
 	__u32 resp_next; /* the same for responses */
 	__s32 outstanding;
@@ -691,12 +694,11 @@ struct {
 } steer_flows SEC(".maps");
 
 /* The requests a flow left unanswered leave Inflight (once). */
-static __always_inline void steer_end(struct steer_flow *f)
+static __always_inline void steer_end(struct steer_flow *f, __u32 instance)
 {
 	struct metrics *m;
 	__s32 n;
 	__u64 now;
-	__u32 instance = f->instance;
 
 	if (f->flags & FLOW_ENDED)
 		return;
@@ -802,7 +804,7 @@ int spright_steer(struct __sk_buff *skb)
 					.to_port = bpf_htons(ns->to_port)};
 
 		if (f)
-			steer_end(f); /* the addresses are reused: that flow is over */
+			steer_end(f, ns->instance); /* the addresses are reused: that flow is over */
 		__builtin_memcpy(src.addr, key.client, sizeof(src.addr));
 		if (!ns->enabled || !bpf_map_lookup_elem(&steer_src, &src)) {
 			if (f)
@@ -824,7 +826,7 @@ int spright_steer(struct __sk_buff *skb)
 				f->flags |= FLOW_REQ_SEEN;
 				f->req_next = seq + plen;
 				__sync_fetch_and_add(&f->outstanding, 1);
-				count_request(f->instance);
+				count_request(ns->instance);
 			}
 		} else if ((!(f->flags & FLOW_RESP_SEEN) || seq_after_eq(seq, f->resp_next)) &&
 			   is_final_response((const __u8 *)w)) {
@@ -832,11 +834,11 @@ int spright_steer(struct __sk_buff *skb)
 			f->resp_next = seq + plen;
 			if (f->outstanding > 0)
 				__sync_fetch_and_add(&f->outstanding, -1);
-			count_response(f->instance);
+			count_response(ns->instance);
 		}
 	}
 	if ((flags & TCP_RST) || (!to_server && (flags & TCP_FIN)))
-		steer_end(f);
+		steer_end(f, ns->instance);
 
 	/* Rewrite the port: TCP's checksum does not cover it in the pseudo header. */
 	{

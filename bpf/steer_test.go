@@ -240,6 +240,30 @@ func TestSteer(t *testing.T) {
 		t.Fatalf("EPROXY's own connections were counted by the steer program: %+v", m)
 	}
 
+	// A new registration (the agent or EPROXY restarted: a new instance)
+	// takes the namespace's counts over, those of connections steered
+	// before included; the namespace's count of steered flows goes on.
+	before, err := d.SteerStats(cookie)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const inst2 = 4244
+	if err := d.AddInstanceMetrics(inst2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Steer(inst2, listenerFD(t, p.eproxy), 8080); err != nil {
+		t.Fatal(err)
+	}
+	if got := get(t, c, br, "/", "x"); got != "user" {
+		t.Fatalf("steered connection after re-registration answered by %q, want user", got)
+	}
+	if m := metrics(t, d, inst2); m.RequestsIn != 1 || m.ResponsesOut != 1 {
+		t.Fatalf("a connection steered before the re-registration counted %+v for the new instance, want 1 in, 1 out", m)
+	}
+	if after, err := d.SteerStats(cookie); err != nil || after.Connections != before.Connections || after.Connections < 2 {
+		t.Fatalf("steered connections %d before, %+v (%v) after the re-registration", before.Connections, after, err)
+	}
+
 	if err := d.Unsteer(cookie); err != nil {
 		t.Fatal(err)
 	}
