@@ -617,7 +617,7 @@ int spright_splice_end(struct __sk_buff *skb)
  * Everything else (Knative's probes, the activator, any source EPROXY has
  * not seen traffic from yet) reaches EPROXY's own listener untouched.
  *
- * Keys carry the namespace's cookie (bpf_get_netns_cookie), so loopback
+ * Keys carry the namespace's cookie (steer_netns_cookie), so loopback
  * addresses of different pods never mix.
  */
 #define TCX_NEXT -1
@@ -726,6 +726,16 @@ static __always_inline int seq_after_eq(__u32 seq, __u32 next)
 	return (__s32)(seq - next) >= 0;
 }
 
+/*
+ * The namespace a copy of this program serves, set by the agent when it
+ * loads one for a pod (Steer). bpf_get_netns_cookie cannot tell: for a tc
+ * program it names the namespace of skb->sk, and an arriving packet has no
+ * socket yet (the kernel then answers init_net's cookie, measured on 6.18).
+ * 0 (the copy loaded with the others, for tests on loopback, where sent
+ * packets carry their socket): ask bpf_get_netns_cookie.
+ */
+volatile const __u64 steer_netns_cookie = 0;
+
 SEC("tc")
 int spright_steer(struct __sk_buff *skb)
 {
@@ -738,7 +748,9 @@ int spright_steer(struct __sk_buff *skb)
 	__u64 w[2] = {};
 	int to_server;
 
-	key.netns = bpf_get_netns_cookie(skb);
+	key.netns = steer_netns_cookie;
+	if (!key.netns)
+		key.netns = bpf_get_netns_cookie(skb);
 	ns = bpf_map_lookup_elem(&steer_ns, &key.netns);
 	if (!ns)
 		return TCX_NEXT;

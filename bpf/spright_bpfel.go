@@ -112,6 +112,7 @@ const (
 	sprightProgSprightSpliceMsg     = "spright_splice_msg"
 	sprightProgSprightSpliceVerdict = "spright_splice_verdict"
 	sprightProgSprightSteer         = "spright_steer"
+	sprightVarSteerNetnsCookie      = "steer_netns_cookie"
 )
 
 // loadSpright returns the embedded CollectionSpec for spright.
@@ -186,6 +187,7 @@ type sprightMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sprightVariableSpecs struct {
+	SteerNetnsCookie *ebpf.VariableSpec `ebpf:"steer_netns_cookie"`
 }
 
 // sprightObjects contains all objects after they have been loaded into the kernel.
@@ -245,6 +247,7 @@ func (m *sprightMaps) Close() error {
 //
 // It can be passed to loadSprightObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sprightVariables struct {
+	SteerNetnsCookie *ebpf.Variable `ebpf:"steer_netns_cookie"`
 }
 
 // sprightPrograms contains all programs after they have been loaded into the kernel.

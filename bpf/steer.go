@@ -90,6 +90,7 @@ func (d *Datapath) attachSteer(cookie uint64, nsfd int) error {
 		if err != nil {
 			return fmt.Errorf("bpf: steer: interfaces of netns %d: %w", cookie, err)
 		}
+		var prog *ebpf.Program // this namespace's copy, loaded when first needed
 		for _, ifc := range ifs {
 			for _, dir := range []struct {
 				name   string
@@ -101,7 +102,13 @@ func (d *Datapath) attachSteer(cookie uint64, nsfd int) error {
 					continue
 				}
 				os.Remove(pin) // a stale pin (the interface is gone)
-				l, err := link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: d.objs.SprightSteer, Attach: dir.attach})
+				if prog == nil {
+					if prog, err = d.steerProgram(cookie); err != nil {
+						return err
+					}
+					defer prog.Close() // the links hold it
+				}
+				l, err := link.AttachTCX(link.TCXOptions{Interface: ifc.Index, Program: prog, Attach: dir.attach})
 				if err != nil {
 					return fmt.Errorf("bpf: steer: attach to %s %s in netns %d: %w", ifc.Name, dir.name, cookie, err)
 				}
@@ -114,6 +121,33 @@ func (d *Datapath) attachSteer(cookie uint64, nsfd int) error {
 		}
 		return nil
 	})
+}
+
+// steerProgram loads a copy of spright_steer that serves the namespace
+// cookie (its steer_netns_cookie), sharing the loaded maps.
+func (d *Datapath) steerProgram(cookie uint64) (*ebpf.Program, error) {
+	spec, err := loadSpright()
+	if err != nil {
+		return nil, fmt.Errorf("bpf: steer: program spec: %w", err)
+	}
+	v, ok := spec.Variables["steer_netns_cookie"]
+	if !ok {
+		return nil, fmt.Errorf("bpf: steer: the object has no steer_netns_cookie")
+	}
+	if err := v.Set(cookie); err != nil {
+		return nil, fmt.Errorf("bpf: steer: set steer_netns_cookie: %w", err)
+	}
+	var objs struct {
+		Prog *ebpf.Program `ebpf:"spright_steer"`
+	}
+	err = spec.LoadAndAssign(&objs, &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{
+		sprightMapSteerNs: d.objs.SteerNs, sprightMapSteerSrc: d.objs.SteerSrc, sprightMapSteerFlows: d.objs.SteerFlows,
+		sprightMapInstanceMetrics: d.objs.InstanceMetrics,
+	}})
+	if err != nil {
+		return nil, fmt.Errorf("bpf: steer: load the program for netns %d: %w", cookie, err)
+	}
+	return objs.Prog, nil
 }
 
 // SetSteerEnabled switches steering of new connections in a namespace on

@@ -44,6 +44,11 @@ type steering struct {
 	mu     sync.Mutex
 	agent  SourceSteerer
 	state  map[netip.Addr]bool // true: steered; false: never
+	// late counts a steered client's connections that still reached
+	// EPROXY: a few opened before it was steered are expected; many mean
+	// the kernel does not steer it, and then every connection would carry
+	// one request and close, so it is given up (maxLate).
+	late map[netip.Addr]int
 	direct map[netip.Addr]bool // local address → the user container accepts there
 	never  map[netip.Addr]bool
 	log    *zap.Logger
@@ -52,7 +57,7 @@ type steering struct {
 // SetSteering turns steering on with the agent that steers (nil: off;
 // what was learned is forgotten, since a new agent starts afresh).
 func (s *Server) SetSteering(agent SourceSteerer, never []netip.Addr) {
-	st := &steering{agent: agent, state: map[netip.Addr]bool{}, direct: map[netip.Addr]bool{}, never: map[netip.Addr]bool{}, log: s.Log}
+	st := &steering{agent: agent, state: map[netip.Addr]bool{}, late: map[netip.Addr]int{}, direct: map[netip.Addr]bool{}, never: map[netip.Addr]bool{}, log: s.Log}
 	for _, a := range never {
 		st.never[a.Unmap()] = true
 	}
@@ -70,6 +75,10 @@ func (s *Server) steering() *steering {
 	defer s.steerMu.RUnlock()
 	return s.steer
 }
+
+// maxLate bounds the connections of a steered client that may still reach
+// EPROXY (see steering.late): more than a client opens at once.
+const maxLate = 256
 
 // handoff looks at the first request of a connection EPROXY got: true
 // means its client is steered now, and this connection should carry only
@@ -94,8 +103,17 @@ func (st *steering) handoff(c net.Conn, req *http.Request, userPort string) bool
 			st.set(src, false)
 		}
 		return false
+	case known && steered:
+		if st.late[src]++; st.late[src] > maxLate {
+			st.log.Warn("giving up steering a client: its connections keep reaching EPROXY (the kernel does not steer them)",
+				zap.String("source", src.String()), zap.Int("connections", st.late[src]))
+			st.state[src] = false
+			st.set(src, false)
+			return false
+		}
+		return true
 	case known:
-		return steered
+		return false
 	case st.never[src]:
 		return false
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -24,18 +23,20 @@ import (
 )
 
 // podNetns is a pod stand-in: a named network namespace joined to the host
-// by a veth pair (host .1, pod .2 of a /30), the host as its default
-// gateway, as a CNI bridge plugin leaves a pod.
+// by a veth pair (host .1, pod .2 of a /29), the host as its default
+// gateway, as a CNI bridge plugin leaves a pod. The host has a second
+// address, clientIP (.3), standing in for another pod (the ingress):
+// its packets reach the pod through its eth0, as in a cluster.
 type podNetns struct {
-	name          string
-	hostIP, podIP string
-	hostIf        string
+	name                    string
+	hostIP, podIP, clientIP string
+	hostIf                  string
 }
 
 func newPodNetns(t *testing.T, subnet int) *podNetns {
 	t.Helper()
 	p := &podNetns{name: fmt.Sprintf("spright-steer-%d", os.Getpid()),
-		hostIP: fmt.Sprintf("10.251.%d.1", subnet), podIP: fmt.Sprintf("10.251.%d.2", subnet),
+		hostIP: fmt.Sprintf("10.251.%d.1", subnet), podIP: fmt.Sprintf("10.251.%d.2", subnet), clientIP: fmt.Sprintf("10.251.%d.3", subnet),
 		hostIf: fmt.Sprintf("sst%d", os.Getpid()%100000)}
 	run := func(args ...string) {
 		t.Helper()
@@ -46,10 +47,11 @@ func newPodNetns(t *testing.T, subnet int) *podNetns {
 	run("netns", "add", p.name)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", p.name).Run() })
 	run("link", "add", p.hostIf, "type", "veth", "peer", "name", "eth0", "netns", p.name)
-	run("addr", "add", p.hostIP+"/30", "dev", p.hostIf)
+	run("addr", "add", p.hostIP+"/29", "dev", p.hostIf)
+	run("addr", "add", p.clientIP+"/29", "dev", p.hostIf)
 	run("link", "set", p.hostIf, "up")
 	run("-n", p.name, "link", "set", "lo", "up")
-	run("-n", p.name, "addr", "add", p.podIP+"/30", "dev", "eth0")
+	run("-n", p.name, "addr", "add", p.podIP+"/29", "dev", "eth0")
 	run("-n", p.name, "link", "set", "eth0", "up")
 	run("-n", p.name, "route", "add", "default", "via", p.hostIP)
 	return p
@@ -144,7 +146,8 @@ func TestEproxySteersPlainTraffic(t *testing.T) {
 	}
 	probe()
 
-	// A client inside the pod's network (standing in for the gateway).
+	// A client on another address of the pod network (standing in for the
+	// ingress): its packets come in through the pod's eth0.
 	type conn struct {
 		c     net.Conn
 		br    *bufio.Reader
@@ -153,7 +156,7 @@ func TestEproxySteersPlainTraffic(t *testing.T) {
 	dial := func() *conn {
 		var c net.Conn
 		var err error
-		pod.do(t, func() { c, err = net.Dial("tcp", net.JoinHostPort(pod.podIP, "8012")) })
+		c, err = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(pod.clientIP)}}).Dial("tcp", net.JoinHostPort(pod.podIP, "8012"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -212,12 +215,7 @@ func TestEproxySteersPlainTraffic(t *testing.T) {
 	}
 	mu.Unlock()
 	pooled := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			var err error
-			pod.do(t, func() { c, err = (&net.Dialer{}).DialContext(ctx, network, addr) })
-			return c, err
-		}}}
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(pod.clientIP)}}).DialContext}}
 	var wg sync.WaitGroup
 	var failed atomic.Int64
 	for range 8 {
