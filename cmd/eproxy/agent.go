@@ -17,14 +17,13 @@ import (
 	"github.com/spright-dev/spright/pkg/function"
 )
 
-// errNoAgent is what stats and counters say while no agent is registered.
-var errNoAgent = errors.New("no eBPF stats: the node agent is unreachable")
-
 // agentState is EPROXY's registration with the node agent, kept alive
 // across agent restarts: when the agent's control connection ends, EPROXY
-// registers again (with backoff) and switches to the new instance's
-// counters and splicer. Meanwhile traffic is relayed in userspace and the
-// stat endpoint answers 500 (the autoscaler keeps its last decision).
+// registers again (with backoff, naming its previous instance so that an
+// agent restarted on kept pins hands back its counters) and switches to the
+// new registration's counters and splicer. Meanwhile traffic is proxied in
+// userspace and counted there (eproxy.Server.SetCounters): the stat
+// endpoint always answers, from one Window over the pod's life.
 type agentState struct {
 	cfg      eproxy.Config
 	start    time.Time
@@ -34,29 +33,47 @@ type agentState struct {
 	ctx      context.Context
 	traffic  *net.TCPListener
 
+	window *eproxy.Window
+
 	mu        sync.RWMutex
 	agent     *eproxy.AgentClient
-	window    *eproxy.Window
+	previous  uint32 // the last registration's instance
 	shimStart sync.Once
+}
+
+// newAgentState builds the state with the pod's Window: it reads the
+// Server's counters, which start at zero with the process and add up the
+// kernel's and userspace's counts across registrations.
+func newAgentState(cfg eproxy.Config, start time.Time, srv *eproxy.Server, log *zap.Logger, userAddr string, ctx context.Context) *agentState {
+	w := eproxy.NewPodWindow(cfg.ServingPod, start, srv.OwnCounters, nil)
+	w.Proxied = srv.ProxiedCounters
+	w.Probes = srv.Probes
+	w.Activator = srv.Activator
+	return &agentState{cfg: cfg, start: start, srv: srv, log: log, userAddr: userAddr, ctx: ctx, window: w}
 }
 
 // register tries once; it reports whether an agent is registered now.
 func (s *agentState) register() bool {
-	a, err := eproxy.RegisterPod(s.cfg.ControlSocket, eproxy.PodIdentity{Namespace: s.cfg.ServingNamespace, Revision: s.cfg.ServingRevision, Pod: s.cfg.ServingPod})
+	s.mu.RLock()
+	previous := s.previous
+	s.mu.RUnlock()
+	a, err := eproxy.RegisterPod(s.cfg.ControlSocket, eproxy.PodIdentity{Namespace: s.cfg.ServingNamespace, Revision: s.cfg.ServingRevision, Pod: s.cfg.ServingPod, Previous: previous})
 	if err != nil {
-		s.log.Warn("node agent unreachable: relaying in userspace without eBPF stats until it is back",
+		s.log.Warn("node agent unreachable: proxying in userspace and counting there until it is back",
 			zap.String("socket", s.cfg.ControlSocket), zap.Error(err), zap.String("hint", agentHint(err)))
 		return false
 	}
 	s.mu.Lock()
 	s.agent = a
-	s.window = eproxy.NewWindow(s.cfg.ServingPod, s.start, a.OwnCounters, nil)
-	s.window.Proxied = a.ProxiedCounters
-	s.window.Probes = s.srv.Probes
+	s.previous = a.Instance
 	s.mu.Unlock()
+	// Counters first: connections the splicer registers are counted in
+	// the entry read from now on.
+	s.srv.SetCounters(a.OwnCounters, a.ProxiedCounters, a.Resumed)
 	s.srv.SetSplicer(a)
 	s.startSteering(a)
-	s.log.Info("registered with the node agent", zap.Uint32("instance", a.Instance), zap.String("chain", a.Chain), zap.String("function", a.Function))
+	s.log.Info("registered with the node agent", zap.Uint32("instance", a.Instance), zap.Bool("resumed", a.Resumed),
+		zap.String("chain", a.Chain), zap.String("function", a.Function))
 	if a.Chain != "" && s.cfg.Shim {
 		s.shimStart.Do(func() { go s.runShim(a.Chain, a.Function) })
 	}
@@ -78,8 +95,9 @@ func (s *agentState) maintain(ctx context.Context) {
 			s.log.Warn("node agent went away: registering again")
 			s.srv.SetSplicer(nil)
 			s.srv.SetSteering(nil, nil)
+			s.srv.SetCounters(nil, nil, false)
 			s.mu.Lock()
-			s.agent, s.window = nil, nil
+			s.agent = nil
 			s.mu.Unlock()
 			a.Close()
 			backoff = 50 * time.Millisecond
@@ -107,26 +125,11 @@ func (s *agentState) runShim(chain, fn string) {
 }
 
 // Stat implements eproxy.StatSource.
-func (s *agentState) Stat() (metrics.Stat, error) {
-	s.mu.RLock()
-	w := s.window
-	s.mu.RUnlock()
-	if w == nil {
-		return metrics.Stat{}, errNoAgent
-	}
-	return w.Stat()
-}
+func (s *agentState) Stat() (metrics.Stat, error) { return s.window.Stat() }
 
-// Counters reads the current instance's eBPF counters.
-func (s *agentState) Counters() (bpf.InstanceMetrics, error) {
-	s.mu.RLock()
-	a := s.agent
-	s.mu.RUnlock()
-	if a == nil {
-		return bpf.InstanceMetrics{}, errNoAgent
-	}
-	return a.Counters()
-}
+// Counters reads the pod's counters (kernel and userspace, see
+// eproxy.Server.OwnCounters).
+func (s *agentState) Counters() (bpf.InstanceMetrics, error) { return s.srv.Counters() }
 
 func (s *agentState) close() {
 	s.mu.Lock()

@@ -67,7 +67,8 @@ func run() error {
 	}
 	// The listener exists before the agent hears of the pod: steering
 	// names the pod's network namespace and traffic port by it.
-	agent := &agentState{cfg: cfg, start: start, srv: srv, log: log, userAddr: userAddr, ctx: ctx, traffic: traffic.(*net.TCPListener)}
+	agent := newAgentState(cfg, start, srv, log, userAddr, ctx)
+	agent.traffic = traffic.(*net.TCPListener)
 	agent.register() // first try now: most pods find their agent at once
 	go agent.maintain(ctx)
 	defer agent.close()

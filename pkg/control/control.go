@@ -89,7 +89,8 @@ type Message struct {
 	Function string `json:"function,omitempty"`
 	// Previous is the instance ID a member had with the gateway before
 	// this one (it registers again after a gateway restart, done with its
-	// old work): the slots still held under that ID are reclaimed.
+	// old work): the slots still held under that ID are reclaimed. A pod
+	// (EPROXY) sends it too, to get its metrics entries back.
 	Previous uint32 `json:"previous,omitempty"`
 
 	// Welcome
@@ -103,6 +104,10 @@ type Message struct {
 
 	// Welcome to a pod: the chain its revision belongs to, if any.
 	// (Chain and Function above carry it.)
+	// Resumed: a pod registering with Previous got that instance back, its
+	// metrics entries as they are (they kept counting while the agent was
+	// away).
+	Resumed bool `json:"resumed,omitempty"`
 
 	// Pod (EPROXY): the Knative identity of the pod.
 	Namespace string `json:"namespace,omitempty"`

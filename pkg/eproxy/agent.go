@@ -15,6 +15,10 @@ import (
 // PodIdentity is how a pod introduces itself to the node agent.
 type PodIdentity struct {
 	Namespace, Revision, Pod string
+	// Previous is the instance of this pod's previous registration (0:
+	// none): an agent that restarted on kept pins hands it back, with its
+	// counters (AgentClient.Resumed).
+	Previous uint32
 }
 
 // AgentClient is EPROXY's connection to the node agent (the gateway
@@ -26,6 +30,9 @@ type AgentClient struct {
 	// Chain and Function are set when the agent says this pod's revision
 	// is a member of a chain (then EPROXY runs the function shim).
 	Chain, Function string
+	// Resumed: the agent handed back PodIdentity.Previous and its metrics
+	// entries, which kept counting while it was away.
+	Resumed bool
 
 	mu sync.Mutex // one request/answer at a time on the control socket
 }
@@ -37,7 +44,7 @@ func RegisterPod(socket string, id PodIdentity) (*AgentClient, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := conn.Send(control.Message{Type: control.TypePod, Namespace: id.Namespace, Revision: id.Revision, PodName: id.Pod}); err != nil {
+	if err := conn.Send(control.Message{Type: control.TypePod, Namespace: id.Namespace, Revision: id.Revision, PodName: id.Pod, Previous: id.Previous}); err != nil {
 		conn.Close()
 		return nil, err
 	}
@@ -49,7 +56,8 @@ func RegisterPod(socket string, id PodIdentity) (*AgentClient, error) {
 	for _, fd := range fds { // an older agent sent the metrics map
 		unix.Close(fd)
 	}
-	return &AgentClient{conn: conn, Instance: w.Instance, Chain: w.Chain, Function: w.Function}, nil
+	return &AgentClient{conn: conn, Instance: w.Instance, Chain: w.Chain, Function: w.Function,
+		Resumed: w.Resumed && w.Instance == id.Previous && id.Previous != 0}, nil
 }
 
 // counters asks the agent for one of this pod's metrics entries.

@@ -15,7 +15,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/spright-dev/spright/bpf"
@@ -78,9 +77,17 @@ type Server struct {
 	steerMu sync.RWMutex
 	steer   *steering
 
-	// Probes answered on arrival-counted connections (breaker set): the
-	// kernel counted them as requests; Window.Probes takes them off.
-	probes, probeBusyNs atomic.Uint64
+	// Where requests are counted (counts.go): the kernel entries read
+	// through the agent, and userspace tallies for connections the kernel
+	// does not count.
+	ledger ledger
+	// Probes the kernel counted as requests (answered on arrival-counted
+	// connections): Window.Probes takes them off. Counted when they start,
+	// their time as it passes, like the kernel counts them.
+	probes tally
+	// Activator requests the kernel counted in the pod's own entry:
+	// Window.Activator moves them to the proxied part.
+	activator tally
 }
 
 // NewServer builds the traffic server. prober answers Knative's readiness
@@ -109,24 +116,32 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 	proxy := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: "http", Host: userAddr})
 	// Upstream connections of the userspace proxy are counted by eBPF like
 	// spliced ones: requests as they are written to the user container.
+	// Two pools, so that a request from a client connection the kernel
+	// counts goes out on an upstream connection the kernel counts, and one
+	// counted in userspace on one it does not (else a request would be
+	// counted twice, or its response without it).
 	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
-	proxy.Transport = &http.Transport{
-		MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: 90 * time.Second,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			c, err := dialer.DialContext(ctx, network, addr)
-			if err == nil && s.breaker == nil {
-				s.countConn(c, "upstream")
-			}
-			return c, err
-		},
+	transport := func(count bool) *http.Transport {
+		return &http.Transport{
+			MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: 90 * time.Second,
+			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := dialer.DialContext(ctx, network, addr)
+				if err == nil && count {
+					s.countConn(c, "upstream")
+				}
+				return c, err
+			},
+		}
 	}
+	proxy.Transport = pickTransport{kernel: transport(true), user: transport(false)}
 	inner := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c, ok := r.Context().Value(connKey{}).(*countedConn); ok && s.breaker == nil {
-			c.once.Do(func() { s.countConn(c.Conn, "client") })
 			if bc, ok := c.Conn.(*bufConn); ok && bc.closeAfterOne {
 				w.Header().Set("Connection", "close")
 			}
 		}
+		r, done := s.countRequest(r)
+		defer done()
 		// What queue-proxy does to every request on its way in.
 		// Full duplex: net/http would otherwise close the request body when
 		// the response starts, cutting off large uploads mid-copy
@@ -156,14 +171,11 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 	var handler http.Handler = s.drainer
 	if s.breaker != nil {
 		handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if !isProbe(r) {
-				s.drainer.ServeHTTP(w, r)
-				return
+			if isProbe(r) && s.kernelCounted(r) {
+				// The kernel counted it on arrival: taken off again.
+				defer s.probes.begin()()
 			}
-			start := time.Now()
 			s.drainer.ServeHTTP(w, r)
-			s.probeBusyNs.Add(uint64(time.Since(start)))
-			s.probes.Add(1)
 		})
 	}
 	s.http = &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second,
@@ -177,35 +189,128 @@ type connKey struct{}
 
 // countedConn registers a client connection for eBPF counting the first
 // time it carries a proxied request (not at accept: a connection that only
-// carries probes must not count their answers as responses).
+// carries probes must not count their answers as responses). Behind the
+// breaker it was registered at accept (arrivalConn).
 type countedConn struct {
 	net.Conn
 	once sync.Once
+	// kernel: the agent registered the connection in the entry of epoch;
+	// else its requests are counted in userspace.
+	kernel bool
+	epoch  uint64
 }
 
-// countConn asks the agent to count what is sent on c (best effort: without
-// an agent there are no eBPF stats anyway).
-func (s *Server) countConn(c net.Conn, side string) {
+// countConn asks the agent to count what is sent on c. It reports whether
+// the kernel counts c now (no agent, or the agent failed: it does not).
+func (s *Server) countConn(c net.Conn, side string) bool {
 	sp := s.Splicer()
 	if sp == nil {
-		return
+		return false
 	}
 	if bc, ok := c.(*bufConn); ok {
 		c = bc.Conn
 	}
+	if ac, ok := c.(arrivalConn); ok {
+		c = ac.Conn
+	}
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
-		return
+		return false
 	}
 	if err := sp.Count(tc, side); err != nil {
-		s.Log.Debug("cannot count a userspace connection in eBPF", zap.Error(err))
+		s.Log.Debug("cannot count a userspace connection in eBPF: counting it in userspace", zap.Error(err))
+		return false
 	}
+	return true
 }
 
-// Probes reports the Knative probes answered on connections the kernel
-// counts from their first byte, and the time spent answering them (see
-// Window.Probes).
-func (s *Server) Probes() (count, busyNs uint64) { return s.probes.Load(), s.probeBusyNs.Load() }
+// arrivalConn is a client connection behind the breaker, registered for
+// counting at accept: kernel says whether the agent took it.
+type arrivalConn struct {
+	net.Conn
+	kernel bool
+	epoch  uint64
+}
+
+// countArrival registers c to be counted from its first byte (breaker).
+func (s *Server) countArrival(c net.Conn) net.Conn {
+	epoch := s.countingEpoch()
+	return arrivalConn{Conn: c, kernel: s.countConn(c, "arrival"), epoch: epoch}
+}
+
+// conn returns r's client connection, its counting decided: behind the
+// breaker at accept, else now, at its first proxied request.
+func (s *Server) conn(r *http.Request) *countedConn {
+	c, ok := r.Context().Value(connKey{}).(*countedConn)
+	if !ok {
+		return nil
+	}
+	c.once.Do(func() {
+		inner := c.Conn
+		if bc, ok := inner.(*bufConn); ok {
+			inner = bc.Conn
+		}
+		if ac, ok := inner.(arrivalConn); ok {
+			c.kernel, c.epoch = ac.kernel, ac.epoch
+			return
+		}
+		if s.breaker == nil {
+			c.epoch = s.countingEpoch()
+			c.kernel = s.countConn(c.Conn, "client")
+		}
+	})
+	return c
+}
+
+// kernelCounted: r's connection is counted by the kernel entry read now.
+func (s *Server) kernelCounted(r *http.Request) bool {
+	c := s.conn(r)
+	return c != nil && c.kernel && c.epoch == s.countingEpoch()
+}
+
+type countModeKey struct{}
+
+// countRequest counts a request the userspace proxy passes on, where the
+// kernel does not: on a connection the kernel does not count (no agent at
+// its start, or an entry no longer read), in userspace; the activator's on
+// a connection counted in the own entry, as moved to the proxied part.
+// (Probes never get here: the drainer answers them.) It returns the request to
+// pass on (it says which upstream pool to use) and the func that ends the
+// count.
+func (s *Server) countRequest(r *http.Request) (*http.Request, func()) {
+	kernel := s.kernelCounted(r)
+	// Behind the breaker the kernel counts on arrival, never upstream.
+	r = r.WithContext(context.WithValue(r.Context(), countModeKey{}, kernel && s.breaker == nil))
+	activator := netheader.GetKnativeProxyValue(r) == activatorName
+	switch {
+	case !kernel && activator:
+		return r, s.ledger.userProxied.begin()
+	case !kernel:
+		return r, s.ledger.userOwn.begin()
+	case activator:
+		return r, s.activator.begin()
+	}
+	return r, func() {}
+}
+
+// pickTransport sends a request on an upstream connection counted like its
+// client connection (countRequest).
+type pickTransport struct{ kernel, user *http.Transport }
+
+func (p pickTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if k, _ := r.Context().Value(countModeKey{}).(bool); k {
+		return p.kernel.RoundTrip(r)
+	}
+	return p.user.RoundTrip(r)
+}
+
+// Probes reports the Knative probes the kernel counted as requests, and
+// the time spent answering them (see Window.Probes).
+func (s *Server) Probes() (count, busyNs uint64) { return s.probes.read() }
+
+// Activator reports the activator's requests the kernel counted in the
+// pod's own entry, and their time (see Window.Activator).
+func (s *Server) Activator() (count, busyNs uint64) { return s.activator.read() }
 
 // Splicer is the agent connections are spliced with now (nil: none).
 func (s *Server) Splicer() Splicer {
@@ -240,7 +345,7 @@ func (s *Server) Serve(l net.Listener) error {
 		}
 		if s.breaker != nil {
 			// Counted from its first byte: requests as they arrive.
-			s.countConn(c, "arrival")
+			c = s.countArrival(c)
 		}
 		go s.handle(c)
 	}

@@ -34,7 +34,10 @@ type snapshot struct {
 	proxiedRequests, proxiedBusy uint64
 	// Knative's probes the kernel counted as requests (see Window.Probes).
 	probes, probeBusy uint64
-	inflight          int64 // at the snapshot, proxied included
+	// The activator's requests the kernel counted in the own entry (see
+	// Window.Activator).
+	moved, movedBusy uint64
+	inflight         int64 // at the snapshot, proxied included
 }
 
 // Window turns an instance's cumulative eBPF counters into Knative Stats.
@@ -62,9 +65,29 @@ type Window struct {
 	// probes reports none; otherwise probes are taken off the count and
 	// their answering time off the concurrency.
 	Probes func() (count, busyNs uint64)
+	// Activator, if set, says how many of the requests the kernel counted
+	// in the own entry came from the activator (K-Proxy-Request:
+	// activator on a connection counted from its first byte, whose origin
+	// is not known when it is registered), and their time: they are moved
+	// to the Stat's proxied part, as queue-proxy counts them.
+	Activator func() (count, busyNs uint64)
+
+	// fromStart: the counters were all zero at started, and the first
+	// Stat covers the time since then (NewPodWindow).
+	fromStart bool
 
 	mu         sync.Mutex
 	prev, last snapshot
+}
+
+// NewPodWindow is NewWindow for counters that start at zero when the pod
+// starts (EPROXY's Server.OwnCounters): the first Stat covers the time
+// since started, so the autoscaler's first scrape sees the traffic that
+// came before it.
+func NewPodWindow(pod string, started time.Time, read Counters, clock Clock) *Window {
+	w := NewWindow(pod, started, read, clock)
+	w.fromStart = true
+	return w
 }
 
 // NewWindow returns a Window for pod reading counters with read.
@@ -94,6 +117,9 @@ func (w *Window) Stat() (metrics.Stat, error) {
 		if w.Probes != nil {
 			s.probes, s.probeBusy = w.Probes()
 		}
+		if w.Activator != nil {
+			s.moved, s.movedBusy = w.Activator()
+		}
 		if w.Proxied != nil {
 			if pm, err := w.Proxied(); err == nil {
 				s.proxiedRequests, s.proxiedBusy = pm.RequestsIn, pm.BusyNsAt(now)
@@ -102,9 +128,14 @@ func (w *Window) Stat() (metrics.Stat, error) {
 				s.busy += s.proxiedBusy
 			}
 		}
-		if w.last.at == 0 || s.requests < w.last.requests || s.busy < w.last.busy ||
+		if w.last.at == 0 && w.fromStart {
+			// Everything was zero when the pod started.
+			up := uint64(max(time.Since(w.started), 0))
+			w.prev = snapshot{at: now - min(now-1, up)}
+		} else if w.last.at == 0 || s.requests < w.last.requests || s.busy < w.last.busy ||
 			s.proxiedRequests < w.last.proxiedRequests || s.proxiedBusy < w.last.proxiedBusy ||
-			s.probes < w.last.probes || s.probeBusy < w.last.probeBusy {
+			s.probes < w.last.probes || s.probeBusy < w.last.probeBusy ||
+			s.moved < w.last.moved || s.movedBusy < w.last.movedBusy {
 			// First look, or counters that went backwards (the agent
 			// restarted and the entry was recreated): a zero-length
 			// window starting now. History from before is not this
@@ -134,9 +165,13 @@ func (w *Window) Stat() (metrics.Stat, error) {
 		// is taken off.
 		busy -= min(busy, w.last.probeBusy-w.prev.probeBusy)
 	}
+	// The activator's requests the kernel counted in the own entry are
+	// part of the totals already; they join the proxied part.
+	proxied := w.last.proxiedRequests - w.prev.proxiedRequests + (w.last.moved - w.prev.moved)
+	proxiedBusy := w.last.proxiedBusy - w.prev.proxiedBusy + (w.last.movedBusy - w.prev.movedBusy)
 	st.AverageConcurrentRequests = float64(busy) / float64(dt)
 	st.RequestCount = float64(requests) / (float64(dt) / float64(time.Second))
-	st.AverageProxiedConcurrentRequests = float64(w.last.proxiedBusy-w.prev.proxiedBusy) / float64(dt)
-	st.ProxiedRequestCount = float64(w.last.proxiedRequests-w.prev.proxiedRequests) / (float64(dt) / float64(time.Second))
+	st.AverageProxiedConcurrentRequests = float64(min(proxiedBusy, busy)) / float64(dt)
+	st.ProxiedRequestCount = float64(min(proxied, requests)) / (float64(dt) / float64(time.Second))
 	return st, nil
 }

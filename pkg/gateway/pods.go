@@ -109,7 +109,19 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
 		return
 	}
-	p := &pod{id: g.nextInst.Add(1), key: types.NamespacedName{Namespace: m.Namespace, Name: m.Revision}, pod: m.PodName, conn: conn}
+	p := &pod{key: types.NamespacedName{Namespace: m.Namespace, Name: m.Revision}, pod: m.PodName, conn: conn}
+	resumed := g.resumePod(p, m.Previous)
+	if !resumed {
+		p.id = g.nextInst.Add(1)
+	}
+	defer func() {
+		g.mu.Lock()
+		delete(g.revPods[p.key], p)
+		if len(g.revPods[p.key]) == 0 {
+			delete(g.revPods, p.key)
+		}
+		g.mu.Unlock()
+	}()
 	if err := g.dp.AddInstanceMetrics(control.ProxiedInstance(p.id)); err != nil {
 		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
 		return
@@ -128,34 +140,26 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 				g.log.Debug("stop steering for a pod that left", zap.Error(err))
 			}
 		}
+		if g.closing.Load() {
+			// The agent stops, not the pod: its entries stay (pinned)
+			// and keep counting its spliced connections, for the next
+			// agent to hand back (resumePod).
+			return
+		}
 		g.dp.RemoveInstance(p.id)
 		g.dp.RemoveInstance(control.ProxiedInstance(p.id))
 		// Splices of a sidecar that died without unsplicing.
 		g.dp.PruneSplices()
 	}()
-	welcome := control.Message{Type: control.TypeWelcome, Instance: p.id}
+	welcome := control.Message{Type: control.TypeWelcome, Instance: p.id, Resumed: resumed}
 	// The membership sent and the pod's entry in revPods are taken under one
 	// lock, so a SetRevisionChain either precedes this welcome (which then
 	// carries it) or finds the pod and asks it to register again.
 	g.mu.Lock()
 	cm := g.revChains[p.key]
 	welcome.Chain, welcome.Function = cm.Chain, cm.Function
-	if g.revPods == nil {
-		g.revPods = map[types.NamespacedName]map[*pod]ChainMember{}
-	}
-	if g.revPods[p.key] == nil {
-		g.revPods[p.key] = map[*pod]ChainMember{}
-	}
-	g.revPods[p.key][p] = cm
+	g.addRevPodLocked(p, cm)
 	g.mu.Unlock()
-	defer func() {
-		g.mu.Lock()
-		delete(g.revPods[p.key], p)
-		if len(g.revPods[p.key]) == 0 {
-			delete(g.revPods, p.key)
-		}
-		g.mu.Unlock()
-	}()
 	if err := conn.Send(welcome); err != nil {
 		return
 	}
@@ -233,6 +237,43 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		conn.Send(control.Message{Type: control.TypeSpliced})
 	}
 	log.Info("pod left")
+}
+
+// resumePod gives a pod registering again after an agent restart its
+// previous instance back (its metrics entries, pinned, kept counting its
+// spliced connections while no agent was there), if that entry is still
+// in the maps and no registered pod has it. The pod is then in revPods
+// under that ID (so a second claim fails); the caller adds it again under
+// the same lock later, which is harmless.
+func (g *Gateway) resumePod(p *pod, previous uint32) bool {
+	if previous == 0 || previous&(1<<31) != 0 || previous > g.nextInst.Load() {
+		return false
+	}
+	if _, err := g.dp.Metrics(previous); err != nil {
+		return false
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, pods := range g.revPods {
+		for q := range pods {
+			if q.id == previous {
+				return false
+			}
+		}
+	}
+	p.id = previous
+	g.addRevPodLocked(p, g.revChains[p.key])
+	return true
+}
+
+func (g *Gateway) addRevPodLocked(p *pod, cm ChainMember) {
+	if g.revPods == nil {
+		g.revPods = map[types.NamespacedName]map[*pod]ChainMember{}
+	}
+	if g.revPods[p.key] == nil {
+		g.revPods[p.key] = map[*pod]ChainMember{}
+	}
+	g.revPods[p.key][p] = cm
 }
 
 // EnableStatPush makes the gateway push the Stats of the pods of the
