@@ -378,3 +378,47 @@ func TestWindowProbesKeepLongRequests(t *testing.T) {
 		t.Errorf("only a probe: %+v, want exactly zero", st)
 	}
 }
+
+// A pod's Window (NewPodWindow, what EPROXY serves) reports in its first
+// Stat the traffic since the pod started: the autoscaler's first scrape of
+// a new pod sees the requests that came before it. (NewWindow's first look
+// is a zero-length window; EPROXY used it until the first scrape of a pod
+// was empty however busy the pod had been.)
+func TestPodWindowFirstStatCoversTheTimeSinceStart(t *testing.T) {
+	t0 := 1000 * sec
+	started := time.Now().Add(-2 * time.Second)
+	// 30 requests since the start, 1 s of in-flight time in all.
+	fc := &fakeCounters{m: bpf.InstanceMetrics{RequestsIn: 30, ResponsesOut: 30, LastNs: t0, BusyNs: sec}}
+	clk := &fakeClock{now: t0}
+	w := NewPodWindow("pod-a", started, fc.read, clk.read)
+	st := mustStat(t, w)
+	if got := st.RequestCount * st.ProcessUptime; math.Abs(got-30) > 0.01 {
+		t.Errorf("first Stat %+v: RequestCount × uptime = %v, want the 30 requests since the start", st, got)
+	}
+	if got := st.AverageConcurrentRequests * st.ProcessUptime; math.Abs(got-1) > 0.01 {
+		t.Errorf("first Stat %+v: concurrency × uptime = %v s, want 1 s", st, got)
+	}
+	// The next window starts where the first ended.
+	fc.set(bpf.InstanceMetrics{RequestsIn: 40, ResponsesOut: 40, LastNs: t0 + sec, BusyNs: sec})
+	clk.advance(time.Second)
+	if st := mustStat(t, w); !near(st.RequestCount, 10) {
+		t.Errorf("second Stat %+v: want 10 requests/s", st)
+	}
+}
+
+// Window.Activator moves the activator's requests the kernel counted in
+// the own entry to the proxied part; the totals stay.
+func TestWindowActivatorRequestsAreProxied(t *testing.T) {
+	t0 := 1000 * sec
+	w, fc, clk := newTestWindow(t, "pod-a", t0, bpf.InstanceMetrics{})
+	var moved, movedBusy uint64
+	w.Activator = func() (uint64, uint64) { return moved, movedBusy }
+	mustStat(t, w)
+	fc.set(bpf.InstanceMetrics{RequestsIn: 15, ResponsesOut: 15, LastNs: t0 + sec, BusyNs: 3 * sec / 2})
+	moved, movedBusy = 10, sec
+	clk.advance(time.Second)
+	st := mustStat(t, w)
+	if !near(st.RequestCount, 15) || !near(st.ProxiedRequestCount, 10) || !near(st.AverageConcurrentRequests, 1.5) || !near(st.AverageProxiedConcurrentRequests, 1) {
+		t.Errorf("Stat %+v: want 15 requests of which 10 proxied, concurrency 1.5 of which 1 proxied", st)
+	}
+}
