@@ -230,7 +230,7 @@ func TestEproxyBreakerTellsActivatorAndProbesApart(t *testing.T) {
 	env["SPRIGHT_METRICS_PORT"] = freePortOn(t, ip)
 	port := intstr.Parse(user.port).IntVal
 	enc, err := readiness.EncodeSingleProbe(&corev1.Probe{
-		ProbeHandler:   corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Host: "127.0.0.1", Port: intstr.FromInt32(port), Path: "/ready"}},
+		ProbeHandler:   corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Scheme: corev1.URISchemeHTTP, Host: "127.0.0.1", Port: intstr.FromInt32(port), Path: "/ready"}},
 		PeriodSeconds:  1, // one try per probe, no aggressive polling
 		TimeoutSeconds: 3, SuccessThreshold: 1,
 	})
