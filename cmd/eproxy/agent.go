@@ -48,6 +48,7 @@ func newAgentState(cfg eproxy.Config, start time.Time, srv *eproxy.Server, log *
 	w := eproxy.NewPodWindow(cfg.ServingPod, start, srv.OwnCounters, nil)
 	w.Proxied = srv.ProxiedCounters
 	w.Probes = srv.Probes
+	w.ProbesInFlight = srv.ProbesInFlight
 	w.Activator = srv.Activator
 	return &agentState{cfg: cfg, start: start, srv: srv, log: log, userAddr: userAddr, ctx: ctx, window: w}
 }

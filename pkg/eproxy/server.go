@@ -308,6 +308,14 @@ func (p pickTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 // the time spent answering them (see Window.Probes).
 func (s *Server) Probes() (count, busyNs uint64) { return s.probes.read() }
 
+// ProbesInFlight reports the probes of Probes being answered now (see
+// Window.ProbesInFlight).
+func (s *Server) ProbesInFlight() int64 {
+	s.probes.mu.Lock()
+	defer s.probes.mu.Unlock()
+	return s.probes.inflight
+}
+
 // Activator reports the activator's requests the kernel counted in the
 // pod's own entry, and their time (see Window.Activator).
 func (s *Server) Activator() (count, busyNs uint64) { return s.activator.read() }

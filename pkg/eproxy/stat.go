@@ -34,6 +34,7 @@ type snapshot struct {
 	proxiedRequests, proxiedBusy uint64
 	// Knative's probes the kernel counted as requests (see Window.Probes).
 	probes, probeBusy uint64
+	probeInflight     int64 // probes being answered at the snapshot
 	// The activator's requests the kernel counted in the own entry (see
 	// Window.Activator).
 	moved, movedBusy uint64
@@ -65,6 +66,12 @@ type Window struct {
 	// probes reports none; otherwise probes are taken off the count and
 	// their answering time off the concurrency.
 	Probes func() (count, busyNs uint64)
+	// ProbesInFlight, if set, says how many of the requests the kernel
+	// has in flight are probes being answered: a window with no request
+	// and nothing else in flight at either end reports exactly nothing,
+	// even if the kernel saw a probe a little longer than EPROXY measured
+	// it.
+	ProbesInFlight func() int64
 	// Activator, if set, says how many of the requests the kernel counted
 	// in the own entry came from the activator (K-Proxy-Request:
 	// activator on a connection counted from its first byte, whose origin
@@ -117,6 +124,9 @@ func (w *Window) Stat() (metrics.Stat, error) {
 		if w.Probes != nil {
 			s.probes, s.probeBusy = w.Probes()
 		}
+		if w.ProbesInFlight != nil {
+			s.probeInflight = w.ProbesInFlight()
+		}
 		if w.Activator != nil {
 			s.moved, s.movedBusy = w.Activator()
 		}
@@ -153,17 +163,19 @@ func (w *Window) Stat() (metrics.Stat, error) {
 	}
 	requests, busy := w.last.requests-w.prev.requests, w.last.busy-w.prev.busy
 	probes := w.last.probes - w.prev.probes
+	probeBusy := w.last.probeBusy - w.prev.probeBusy
 	requests -= min(requests, probes)
-	if probes > 0 && requests == 0 && w.prev.inflight == 0 && w.last.inflight == 0 {
-		// Only probes arrived, and nothing was in flight at either end:
-		// all of the window's in-flight time was theirs. Exactly zero, so
-		// an idle revision can scale to zero.
+	if (probes > 0 || probeBusy > 0) && requests == 0 &&
+		w.prev.inflight-w.prev.probeInflight <= 0 && w.last.inflight-w.last.probeInflight <= 0 {
+		// Only probes arrived or were answered, and nothing else was in
+		// flight at either end: all of the window's in-flight time was
+		// theirs. Exactly zero, so an idle revision can scale to zero.
 		busy = 0
 	} else {
 		// Requests in flight across the window (long ones, or arrivals
 		// next to the probes) keep their time; the probes' answering time
 		// is taken off.
-		busy -= min(busy, w.last.probeBusy-w.prev.probeBusy)
+		busy -= min(busy, probeBusy)
 	}
 	// The activator's requests the kernel counted in the own entry are
 	// part of the totals already; they join the proxied part.
