@@ -245,18 +245,7 @@ func (d *Datapath) removeSplice(clientFD, upstreamFD int) error {
 			errs = append(errs, fmt.Errorf("bpf: remove splice: fd %d from splice_map: %w", fds[i], err))
 		}
 	}
-	// Then settle the connection's unanswered requests (a paused
-	// connection keeps them in its parked record).
-	for _, cookie := range cookies {
-		if _, ok := d.pausedSet().LoadAndDelete(cookie); ok {
-			if _, err := d.endSplice(cookie | parkedBit); err != nil {
-				errs = append(errs, err)
-			}
-			if err := d.objs.SplicePeer.Delete(cookie | parkedBit); !ignore(err) {
-				errs = append(errs, fmt.Errorf("bpf: remove splice: parked record: %w", err))
-			}
-		}
-	}
+	// Then settle the connection's unanswered requests.
 	for _, cookie := range cookies {
 		var info sprightSpliceInfo
 		if err := d.objs.SplicePeer.Lookup(cookie, &info); err == nil {
@@ -318,9 +307,6 @@ func (d *Datapath) pruneSplices() (int, error) {
 	)
 	it := d.objs.SplicePeer.Iterate()
 	for it.Next(&cookie, &info) {
-		if d.isPaused(cookie) {
-			continue // a paused splice's records (splice_pause.go)
-		}
 		err := d.objs.SpliceMap.Lookup(cookie, &cur)
 		switch {
 		case errors.Is(err, ebpf.ErrKeyNotExist):
