@@ -109,7 +109,13 @@
 // and spliced connections keep working while the agent is down. A new Load
 // attaches its programs for sockets added from then on; sockets already in
 // a map keep the programs they were added under (all use the same maps).
-// Unpin plus Close of every user frees everything.
+// Unpin plus Close of every user frees everything. An agent that closes
+// (rather than a pod that leaves) leaves the pods' metrics entries in
+// place: they keep counting the connections spliced or steered before, and
+// a restarted agent hands an entry back to the pod that registers naming it
+// as its previous instance, if no registered pod has it (package gateway,
+// resumePod). An entry whose pod never comes back stays until Unpin, as one
+// left by an agent that was killed.
 //
 // # Splice: EPROXY for plain revisions
 //
@@ -246,9 +252,42 @@
 // waited in the backlog, 3 MB in A's send queue; all of it arrived intact
 // once the client read). A slow or stalled client therefore lets the user container
 // dump a whole response into kernel memory (and an uploading client a whole
-// body, the other way). EPROXY should bound it: poll Pending while a
-// connection is busy and abort connections over a limit, or not splice
-// where large transfers to slow clients are expected.
+// body, the other way). EPROXY does not bound it yet.
+//
+// Tried, with the maps as they are (TestSplicePauseBackpressure, an opt-in
+// experiment kept as test code: SPRIGHT_SPLICE_PAUSE_EXPERIMENT=1): pause a
+// splice while its up → down backlog is over a bound. The only place where
+// bytes wait in order under TCP's flow control is the receive queue of a
+// socket without a psock, so the pause takes B out of splice_map (its bytes
+// stay queued, its window closes, the user container's writes block) and
+// parks A's splice_peer record (else A's verdict would redirect the
+// client's bytes to a socket not in splice_map, which drops them; without
+// the record they pass to A's own queue — behind the up → down backlog,
+// which sits in the same psock queue, so they show in SIOCINQ and can be
+// read only once that backlog has drained). The record also holds the
+// connection's outstanding count, so it is parked under another key and
+// A's splice_sock storage pointed at it. Resuming puts B back and kicks it
+// (the queued bytes go out first, in order), writes what the client sent
+// meanwhile to B, then restores A's record. Measured on 6.18 with a 4 MiB
+// bound, a loopback writer and a client reading about 50 MB/s, on a loaded
+// 2-core VM: the writer did block and resumed, the client's bytes sent
+// during a pause arrived in order; but (1) a controller that polls Pending
+// (every 200 µs, or continuously) let the backlog reach 40-65 MB for 128 MB
+// and 64-133 MB for 1 GB: a loopback writer fills tens of MB between two
+// looks (B's receive buffer must also be capped, SO_RCVBUF: tcp_rmem's
+// maximum is 32 MB on 6.18, all of which is forwarded at once on resume);
+// and (2) one 1 GB run in five delivered 1776 bytes twice (at 530 MB),
+// i.e. taking a socket out of a sockmap and back while bytes flow is not
+// safe on this kernel. A bound that holds needs the kernel to check it
+// where the bytes are taken: e.g. the verdict on B keeps a per-connection
+// count of bytes taken minus bytes sent out of A (A's sk_msg program sees
+// them), and over a budget returns SK_PASS (the bytes go to B's own psock
+// queue, charged to B's receive memory, so B's window closes: real
+// backpressure) and keeps doing so, under the record's lock, until A's
+// sk_msg program has seen everything taken go out (EPROXY meanwhile reads
+// what waits in B and writes it to A, which counts as sent). Aborting
+// connections over a limit (the other fallback) has the same detection
+// delay and fails legitimate slow downloads of large responses.
 //
 // # Splice: cleanup and bounds
 //
