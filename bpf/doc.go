@@ -272,13 +272,18 @@
 // bound, a loopback writer and a client reading about 50 MB/s, on a loaded
 // 2-core VM: the writer did block and resumed, the client's bytes sent
 // during a pause arrived in order; but (1) a controller that polls Pending
-// (every 200 µs, or continuously) let the backlog reach 40-65 MB for 128 MB
+// (every 200 µs, or continuously) let the backlog reach 25-65 MB for 128 MB
 // and 64-133 MB for 1 GB: a loopback writer fills tens of MB between two
 // looks (B's receive buffer must also be capped, SO_RCVBUF: tcp_rmem's
 // maximum is 32 MB on 6.18, all of which is forwarded at once on resume);
-// and (2) one 1 GB run in five delivered 1776 bytes twice (at 530 MB),
-// i.e. taking a socket out of a sockmap and back while bytes flow is not
-// safe on this kernel. A bound that holds needs the kernel to check it
+// and (2) in 4 of 9 runs of 1 GB the client received wrong bytes (where
+// the stream could tell, 1776 bytes came twice, at 530 MB): taking a
+// socket out of a sockmap and back while bytes flow is not safe on this
+// kernel. Polling is also all EPROXY could do: no epoll readiness seems to
+// tell a growing backlog (B is never readable, A is writable until its
+// send queue is full and says nothing when it fills; reasoned from the
+// poll masks, not measured), and polling every spliced connection wakes an
+// idle pod. A bound that holds needs the kernel to check it
 // where the bytes are taken: e.g. the verdict on B keeps a per-connection
 // count of bytes taken minus bytes sent out of A (A's sk_msg program sees
 // them), and over a budget returns SK_PASS (the bytes go to B's own psock
