@@ -66,6 +66,9 @@ type Gateway struct {
 	gwSock  *transport.Socket // the gateway's own sockhash member (instance 0)
 	// roMetrics is a read-only handle on the EPROXY metrics map, for members.
 	roMetrics *ebpf.Map
+	// owners says which pod holds each pod instance ID (podowners.go).
+	owners     *ebpf.Map
+	ownersOnce sync.Once
 
 	mu        sync.RWMutex
 	chains    map[string]*Chain
@@ -393,6 +396,9 @@ func (g *Gateway) Close() error {
 		}
 		g.dp.RemoveInstance(descriptor.GatewayInstance)
 		g.roMetrics.Close()
+		if g.owners != nil {
+			g.owners.Close()
+		}
 		err = g.dp.Close()
 	}
 
@@ -420,7 +426,7 @@ func (g *Gateway) Unpin() error {
 		}
 		g.pinLock = lock
 	}
-	errs := []error{g.dp.Unpin(), shm.RemoveNamed(g.poolKey)}
+	errs := []error{g.unpinPodOwners(), g.dp.Unpin(), shm.RemoveNamed(g.poolKey)}
 	if g.pinLock != nil {
 		// Holding the lock: no other gateway can be using the file.
 		os.Remove(g.pinLock.Name())

@@ -110,9 +110,10 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		return
 	}
 	p := &pod{key: types.NamespacedName{Namespace: m.Namespace, Name: m.Revision}, pod: m.PodName, conn: conn}
-	resumed := g.resumePod(p, m.Previous)
+	resumed := g.resumePod(p, m.Previous, m.Namespace, m.Revision, m.PodName)
 	if !resumed {
 		p.id = g.nextInst.Add(1)
+		g.recordPodOwner(p.id, m.Namespace, m.Revision, m.PodName)
 	}
 	defer func() {
 		g.mu.Lock()
@@ -148,6 +149,7 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 		}
 		g.dp.RemoveInstance(p.id)
 		g.dp.RemoveInstance(control.ProxiedInstance(p.id))
+		g.forgetPodOwner(p.id)
 		// Splices of a sidecar that died without unsplicing.
 		g.dp.PruneSplices()
 	}()
@@ -242,14 +244,20 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 // resumePod gives a pod registering again after an agent restart its
 // previous instance back (its metrics entries, pinned, kept counting its
 // spliced connections while no agent was there), if that entry is still
-// in the maps and no registered pod has it. The pod is then in revPods
+// in the maps, was recorded for this pod (podowners.go) and no registered
+// pod has it. The pod is then in revPods
 // under that ID (so a second claim fails); the caller adds it again under
 // the same lock later, which is harmless.
-func (g *Gateway) resumePod(p *pod, previous uint32) bool {
+func (g *Gateway) resumePod(p *pod, previous uint32, namespace, revision, podName string) bool {
 	if previous == 0 || previous&(1<<31) != 0 || previous > g.nextInst.Load() {
 		return false
 	}
 	if _, err := g.dp.Metrics(previous); err != nil {
+		return false
+	}
+	if !g.ownsPod(previous, namespace, revision, podName) {
+		g.log.Warn("a pod named a previous instance that was not its own: not handed back",
+			zap.String("namespace", namespace), zap.String("revision", revision), zap.String("pod", podName), zap.Uint32("previous", previous))
 		return false
 	}
 	g.mu.Lock()
