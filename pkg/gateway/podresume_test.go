@@ -31,6 +31,7 @@ func TestRestartHandsPodsTheirEntriesBack(t *testing.T) {
 		return g
 	}
 	g1 := start()
+	t.Cleanup(func() { g1.Close(); g1.Unpin() }) // runs last: the pins go whatever happened
 	a := eproxy.PodIdentity{Namespace: "ns", Revision: "rev-1", Pod: "pod-a"}
 	b := eproxy.PodIdentity{Namespace: "ns", Revision: "rev-1", Pod: "pod-b"}
 	ca, err := eproxy.RegisterPod(sock, a)
