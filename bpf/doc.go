@@ -113,8 +113,10 @@
 // (rather than a pod that leaves) leaves the pods' metrics entries in
 // place: they keep counting the connections spliced or steered before, and
 // a restarted agent hands an entry back to the pod that registers naming it
-// as its previous instance, if no registered pod has it (package gateway,
-// resumePod). An entry whose pod never comes back stays until Unpin, as one
+// as its previous instance, if it was that pod's (the agent pins a
+// pod_owners map of its own next to these: instance → hash of the pod's
+// namespace, revision and name) and no registered pod has it (package
+// gateway, resumePod). An entry whose pod never comes back stays until Unpin, as one
 // left by an agent that was killed.
 //
 // # Splice: EPROXY for plain revisions
