@@ -278,10 +278,14 @@
 // and 64-133 MB for 1 GB: a loopback writer fills tens of MB between two
 // looks (B's receive buffer must also be capped, SO_RCVBUF: tcp_rmem's
 // maximum is 32 MB on 6.18, all of which is forwarded at once on resume);
-// and (2) in 4 of 9 runs of 1 GB the client received wrong bytes (where
-// the stream could tell, 1776 bytes came twice, at 530 MB): taking a
-// socket out of a sockmap and back while bytes flow is not safe on this
-// kernel. Polling is also all EPROXY could do: no epoll readiness seems to
+// and (2) in 7 of 14 runs of 1 GB the client received wrong bytes. With a
+// stream whose 8-byte words are their own offsets: once 1776 bytes came
+// twice; three times the bytes from exactly 65,483 bytes before B's byte
+// count at a pause on were bytes B received megabytes later (3 bytes out
+// of alignment) — the chunk the verdict was taking when B left splice_map
+// was delivered from memory the kernel had reused. Taking a socket out of
+// a sockmap while bytes arrive on it is not safe on this kernel (RemoveSplice
+// is meant for connections at their end: both sides at EOF). Polling is also all EPROXY could do: no epoll readiness seems to
 // tell a growing backlog (B is never readable, A is writable until its
 // send queue is full and says nothing when it fills; reasoned from the
 // poll masks, not measured), and polling every spliced connection wakes an
