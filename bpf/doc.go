@@ -278,7 +278,7 @@
 // and 64-133 MB for 1 GB: a loopback writer fills tens of MB between two
 // looks (B's receive buffer must also be capped, SO_RCVBUF: tcp_rmem's
 // maximum is 32 MB on 6.18, all of which is forwarded at once on resume);
-// and (2) in 7 of 14 runs of 1 GB the client received wrong bytes. With a
+// and (2) in 7 of 18 runs of 1 GB the client received wrong bytes. With a
 // stream whose 8-byte words are their own offsets: once 1776 bytes came
 // twice; three times the bytes from exactly 65,483 bytes before B's byte
 // count at a pause on were bytes B received megabytes later (3 bytes out
