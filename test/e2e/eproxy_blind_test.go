@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -158,16 +159,43 @@ func TestEproxyCountsWithoutAgentAndAcrossAgentRestarts(t *testing.T) {
 	send("agent 2, new keep-alive", 10, keep3)
 	check("agent 2")
 
-	// 5. The agent restarts without its pins (its maps are gone): the
+	// 5. The agent is the real binary, and is killed (SIGKILL: it cleans
+	// nothing up); the next one finds the pins as it left them.
+	last.Close()
+	waitLog(t, ep, "node agent went away", 2)
+	proc := exec.Command(buildGateway(t), "--control", sock, "--pin-dir", pinDir, "--listen", ip+":0", "--admin-listen", "")
+	var procLog syncBuffer
+	proc.Stdout, proc.Stderr = &procLog, &procLog
+	if err := proc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitLog(t, ep, "registered with the node agent", 3)
+	send("agent 3 (a process), spliced keep-alive from agent 1", 5, keep2)
+	send("agent 3 (a process), new connections", 10, nil)
+	check("agent 3 (a process)")
+	proc.Process.Kill()
+	proc.Wait()
+	waitLog(t, ep, "node agent went away", 3)
+	send("agent killed, spliced keep-alive", 5, keep2)
+	send("agent killed, new connections", 10, nil)
+	newAgent()
+	waitLog(t, ep, "registered with the node agent", 4)
+	if n := strings.Count(ep.log.String(), `"resumed":true`); n != 3 {
+		t.Errorf("%d of the 3 restarts on kept pins handed the pod its entry back; agent 3's log:\n%s", n, procLog.String())
+	}
+	send("agent 4 (after the kill), spliced keep-alive", 5, keep2)
+	check("agent 4 (after the kill)")
+
+	// 6. The agent restarts without its pins (its maps are gone): the
 	// counters go on from what was read last.
 	last.Close()
 	last.Unpin()
-	waitLog(t, ep, "node agent went away", 2)
+	waitLog(t, ep, "node agent went away", 4)
 	newAgent()
-	waitLog(t, ep, "registered with the node agent", 3)
-	send("agent 3, new connections", 10, nil)
-	send("agent 3, old keep-alive", 5, keep1)
-	check("agent 3 (new maps)")
+	waitLog(t, ep, "registered with the node agent", 5)
+	send("agent 5, new connections", 10, nil)
+	send("agent 5, old keep-alive", 5, keep1)
+	check("agent 5 (new maps)")
 	if served := user.served.Load(); served != int64(sent) {
 		t.Errorf("%d requests sent, %d reached the user container", sent, served)
 	}
