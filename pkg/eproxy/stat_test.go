@@ -422,3 +422,31 @@ func TestWindowActivatorRequestsAreProxied(t *testing.T) {
 		t.Errorf("Stat %+v: want 15 requests of which 10 proxied, concurrency 1.5 of which 1 proxied", st)
 	}
 }
+
+// A probe counted (at its start) in one window and answered in the next:
+// the second window has no request and nothing but the probe in flight at
+// its start, so it reports exactly nothing, even though the kernel saw the
+// probe a little longer than EPROXY measured it (Window.ProbesInFlight).
+func TestWindowProbeAcrossWindowsReportsNothing(t *testing.T) {
+	t0 := 1000 * sec
+	w, fc, clk := newTestWindow(t, "pod-a", t0, bpf.InstanceMetrics{})
+	var probes, probeBusy uint64
+	var probesInFlight int64
+	w.Probes = func() (uint64, uint64) { return probes, probeBusy }
+	w.ProbesInFlight = func() int64 { return probesInFlight }
+	mustStat(t, w)
+	// The probe arrives half a second in and is still being answered.
+	fc.set(bpf.InstanceMetrics{RequestsIn: 1, Inflight: 1, LastNs: t0 + sec/2, BusyNs: 0})
+	probes, probeBusy, probesInFlight = 1, sec/2-uint64(time.Millisecond), 1
+	clk.advance(time.Second)
+	if st := mustStat(t, w); st.RequestCount != 0 || st.AverageConcurrentRequests != 0 {
+		t.Errorf("a probe in flight: %+v, want nothing", st)
+	}
+	// It ends 0.7 s into the next window; the kernel saw it 1 ms longer.
+	fc.set(bpf.InstanceMetrics{RequestsIn: 1, ResponsesOut: 1, LastNs: t0 + 1700*sec/1000, BusyNs: 1200*sec/1000 + uint64(time.Millisecond)})
+	probeBusy, probesInFlight = 1200*sec/1000-uint64(time.Millisecond), 0
+	clk.advance(time.Second)
+	if st := mustStat(t, w); st.RequestCount != 0 || st.AverageConcurrentRequests != 0 {
+		t.Errorf("the window the probe ended in: %+v, want exactly nothing", st)
+	}
+}
