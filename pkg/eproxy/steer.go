@@ -41,14 +41,14 @@ type SourceSteerer interface {
 // is steered. The source is added before that answer leaves, so the new
 // connection cannot arrive before the kernel knows it.
 type steering struct {
-	mu     sync.Mutex
-	agent  SourceSteerer
-	state  map[netip.Addr]bool // true: steered; false: never
+	mu    sync.Mutex
+	agent SourceSteerer
+	state map[netip.Addr]bool // true: steered; false: never
 	// late counts a steered client's connections that still reached
 	// EPROXY: a few opened before it was steered are expected; many mean
 	// the kernel does not steer it, and then every connection would carry
 	// one request and close, so it is given up (maxLate).
-	late map[netip.Addr]int
+	late   map[netip.Addr]int
 	direct map[netip.Addr]bool // local address → the user container accepts there
 	never  map[netip.Addr]bool
 	log    *zap.Logger
