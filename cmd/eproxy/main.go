@@ -57,6 +57,7 @@ func run() error {
 		return err
 	}
 	srv := eproxy.NewServer(userAddr, nil, probe.ProbeContainer, time.Duration(cfg.DrainQuietSeconds)*time.Second, cfg.ContainerConcurrency, log)
+	srv.ConnBuffer = cfg.ProxyBufferBytes
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -49,6 +49,11 @@ type Config struct {
 	// user container (package bpf, "Steer") instead of splicing them
 	// through EPROXY. false: every connection is spliced.
 	Steer bool `envconfig:"SPRIGHT_STEER" default:"true"`
+	// ProxyBufferBytes bounds the kernel buffers of connections EPROXY
+	// proxies in userspace (Server.ConnBuffer): what a slow client can
+	// make the pod hold. Steered connections are the user container's own
+	// and have its socket's buffers, as without a sidecar.
+	ProxyBufferBytes int `envconfig:"SPRIGHT_PROXY_BUFFER_BYTES" default:"1048576"`
 }
 
 // ConfigFromEnv reads the environment; a missing required variable is an

@@ -88,46 +88,16 @@ func (p *podNetns) do(t *testing.T, f func()) {
 // exactly once in EPROXY's metrics, and Knative's probes from the node (the
 // pod's default gateway) keep reaching EPROXY.
 func TestEproxySteersPlainTraffic(t *testing.T) {
-	needRoot(t)
-	pod := newPodNetns(t, os.Getpid()%200+20)
-	var sock string
-	agent := startPodAgent(t, "steer", nil, func(c *gateway.Config) { sock = c.ControlSocket })
-
 	// The user container, listening on every address of the pod.
 	var mu sync.Mutex
 	seen := map[string]int{} // RemoteAddr → requests
-	var ln net.Listener
-	var lerr error
-	pod.do(t, func() { ln, lerr = net.Listen("tcp", ":8080") })
-	if lerr != nil {
-		t.Fatal(lerr)
-	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	pod, ep, agent := startSteeredPod(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 		mu.Lock()
 		seen[r.RemoteAddr]++
 		mu.Unlock()
 		io.WriteString(w, "user")
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
-
-	env := map[string]string{
-		"SERVING_NAMESPACE": "default", "SERVING_SERVICE": "hello", "SERVING_CONFIGURATION": "hello",
-		"SERVING_REVISION": "hello-00001", "SERVING_POD": "hello-00001-deployment-5f7d9c8b6-steer",
-		"SERVING_POD_IP": pod.podIP, "CONTAINER_CONCURRENCY": "0", "QUEUE_SERVING_PORT": "8012", "USER_PORT": "8080",
-		"REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_LEVEL": "debug", "SPRIGHT_CONTROL_SOCKET": sock,
-		"SPRIGHT_BIND_ADDRESS": pod.podIP, "SPRIGHT_METRICS_PORT": "9090", "SPRIGHT_PROMETHEUS_PORT": "9091",
-		"SPRIGHT_ADMIN_PORT": "8022", "SPRIGHT_DRAIN_QUIET_SECONDS": "1", "SPRIGHT_DRAIN_TIMEOUT_SECONDS": "10",
-	}
-	ep := startEproxy(t, env, func(cmd *exec.Cmd) {
-		ip, _ := exec.LookPath("ip")
-		cmd.Args = append([]string{ip, "netns", "exec", pod.name}, cmd.Path)
-		cmd.Path = ip
-	})
-	if !steerWait(5*time.Second, func() bool { return strings.Contains(ep.log.String(), "steering plain traffic") }) {
-		t.Fatalf("EPROXY did not start steering:\n%s", ep.log.String())
-	}
+	}))
 
 	probe := func() {
 		t.Helper()
@@ -272,6 +242,43 @@ func TestEproxySteersPlainTraffic(t *testing.T) {
 	}) {
 		t.Fatalf("EPROXY's counters %v, want %d requests and responses, none in flight (probes not counted)", ep.promCounters(t), sent)
 	}
+}
+
+// startSteeredPod runs a pod stand-in (newPodNetns) with user as its user
+// container on :8080, the real EPROXY in it and the node agent outside,
+// and waits until EPROXY steers.
+func startSteeredPod(t *testing.T, user http.Handler) (*podNetns, *eproxyProc, *gateway.Gateway) {
+	t.Helper()
+	needRoot(t)
+	pod := newPodNetns(t, os.Getpid()%200+20)
+	var sock string
+	agent := startPodAgent(t, "steer", nil, func(c *gateway.Config) { sock = c.ControlSocket })
+	var ln net.Listener
+	var lerr error
+	pod.do(t, func() { ln, lerr = net.Listen("tcp", ":8080") })
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	srv := &http.Server{Handler: user}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	env := map[string]string{
+		"SERVING_NAMESPACE": "default", "SERVING_SERVICE": "hello", "SERVING_CONFIGURATION": "hello",
+		"SERVING_REVISION": "hello-00001", "SERVING_POD": "hello-00001-deployment-5f7d9c8b6-steer",
+		"SERVING_POD_IP": pod.podIP, "CONTAINER_CONCURRENCY": "0", "QUEUE_SERVING_PORT": "8012", "USER_PORT": "8080",
+		"REVISION_TIMEOUT_SECONDS": "300", "SERVING_LOGGING_LEVEL": "debug", "SPRIGHT_CONTROL_SOCKET": sock,
+		"SPRIGHT_BIND_ADDRESS": pod.podIP, "SPRIGHT_METRICS_PORT": "9090", "SPRIGHT_PROMETHEUS_PORT": "9091",
+		"SPRIGHT_ADMIN_PORT": "8022", "SPRIGHT_DRAIN_QUIET_SECONDS": "1", "SPRIGHT_DRAIN_TIMEOUT_SECONDS": "10",
+	}
+	ep := startEproxy(t, env, func(cmd *exec.Cmd) {
+		ip, _ := exec.LookPath("ip")
+		cmd.Args = append([]string{ip, "netns", "exec", pod.name}, cmd.Path)
+		cmd.Path = ip
+	})
+	if !steerWait(5*time.Second, func() bool { return strings.Contains(ep.log.String(), "steering plain traffic") }) {
+		t.Fatalf("EPROXY did not start steering:\n%s", ep.log.String())
+	}
+	return pod, ep, agent
 }
 
 func steerWait(d time.Duration, ok func() bool) bool {
