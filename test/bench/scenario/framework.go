@@ -131,7 +131,7 @@ func Pick[T any](e *Env, full, quick T) T {
 }
 
 // Binary builds (once) and returns one of: spright, gateway, eproxy,
-// httpfn (test/fixtures/httpfn), boutique (cmd/boutique), queue-proxy (knative.dev/serving
+// httpfn (test/fixtures/httpfn), hop (test/bench/hop), boutique (cmd/boutique), queue-proxy (knative.dev/serving
 // cmd/queue, see internal/sidecar). SPRIGHT_QUEUE_PROXY=PATH reuses a
 // queue-proxy build.
 func (e *Env) Binary(ctx context.Context, name string) (string, error) {
@@ -150,6 +150,8 @@ func (e *Env) Binary(ctx context.Context, name string) (string, error) {
 		pkg = "./cmd/eproxy"
 	case "httpfn":
 		pkg = "./test/fixtures/httpfn"
+	case "hop":
+		pkg = "./test/bench/hop"
 	case "boutique":
 		pkg = "./cmd/boutique"
 	case "queue-proxy":
