@@ -86,10 +86,15 @@ func runChain2(ctx context.Context, e *Env, f *File) error {
 		p.Label, p.Script, p.Concurrency, p.Idle, p.Warmup = LabelClose, closeScript, closeConc, 0, 0
 		return p
 	}
-	if err := runHopFloor(ctx, e, f, hopDur); err != nil {
-		f.Problems = append(f.Problems, fmt.Sprintf("%s: %v", SysHop, err))
+	if e.Opts.WantSystem(SysHop) {
+		if err := runHopFloor(ctx, e, f, hopDur); err != nil {
+			f.Problems = append(f.Problems, fmt.Sprintf("%s: %v", SysHop, err))
+		}
 	}
 	for _, mode := range []string{"skmsg", "poll"} {
+		if !e.Opts.WantSystem("spright-" + mode) {
+			continue
+		}
 		s, err := startSpright(ctx, e, "hello", mode, nil, probeHello)
 		if err != nil {
 			f.Problems = append(f.Problems, err.Error())
@@ -100,13 +105,21 @@ func runChain2(ctx context.Context, e *Env, f *File) error {
 		if err == nil && mode == "skmsg" {
 			err = runWrkPlan(ctx, e, f, closePlan(p))
 		}
+		if err == nil && mode == "skmsg" && e.Opts.Profile {
+			err = profileChain2(ctx, e, f, s, p, closePlan(p))
+		}
 		s.stop(f)
 		if err != nil {
 			f.Problems = append(f.Problems, err.Error())
 		}
 	}
-	if err := runChain2Direct(ctx, e, f, plan, closePlan); err != nil {
-		f.Problems = append(f.Problems, fmt.Sprintf("%s: %v", SysDirect, err))
+	if e.Opts.WantSystem(SysDirect) {
+		if err := runChain2Direct(ctx, e, f, plan, closePlan); err != nil {
+			f.Problems = append(f.Problems, fmt.Sprintf("%s: %v", SysDirect, err))
+		}
+	}
+	if !e.Opts.WantSystem(SysKnative) {
+		return nil
 	}
 	k, err := startKnative(ctx, e, []FnSpec{{Name: "upper", Behavior: "upper"}, {Name: "reverse", Behavior: "reverse"}},
 		map[string][]string{"hello": {"upper", "reverse"}}, false)
@@ -286,4 +299,41 @@ func (s *hostServer) stopAndReport(f *File, system string) {
 		<-s.done
 		f.Problems = append(f.Problems, fmt.Sprintf("%s: %s still running 5 s after SIGTERM; killed", system, s.name))
 	}
+}
+
+// profileChain2 records perf profiles of the gateway, the first function
+// process and the whole host in extra windows (not entries: perf's own
+// cost would be in their figures) at c=1 and c=32 over kept-alive
+// connections and at c=32 with a new connection per request.
+func profileChain2(ctx context.Context, e *Env, f *File, s *sprightSys, keep, closing wrkPlan) error {
+	dir := filepath.Join(e.Opts.Out, "profiles")
+	targets := []profileTarget{{Name: "gateway", Pid: s.ch.pid}, {Name: "host"}}
+	if len(s.fnPIDs) > 0 {
+		targets = append(targets, profileTarget{Name: "function", Pid: s.fnPIDs[0]})
+	}
+	for _, w := range []struct {
+		p wrkPlan
+		c int
+	}{{keep, 1}, {keep, 32}, {closing, 32}} {
+		prefix := fmt.Sprintf("chain2-%s-c%d", s.system, w.c)
+		if w.p.Label != "" {
+			prefix += "-" + w.p.Label
+		}
+		e.Logf("%s: perf profile, c=%d%s for %v", s.system, w.c, labelSuffix(w.p.Label), w.p.Duration)
+		sums, err := recordProfiles(ctx, e, dir, prefix, targets, func() error {
+			_, err := benchutil.RunWrk(ctx, benchutil.WrkOptions{Binary: e.Wrk, Threads: min(2, w.c), Connections: w.c,
+				Duration: w.p.Duration, Script: w.p.Script, URL: w.p.URL, Timeout: 10 * time.Second})
+			return err
+		})
+		if err != nil {
+			return fmt.Errorf("profile %s: %w", prefix, err)
+		}
+		for _, l := range sums {
+			e.Logf("profile %s", l)
+			f.Notes = append(f.Notes, "profile "+l)
+		}
+	}
+	f.Notes = append(f.Notes, fmt.Sprintf("perf profiles (perf record -F %d -g, cpu-clock where the VM has no PMU) in %s: per target a .txt "+
+		"(perf report by symbol, self and children) and a .folded (collapsed stacks)", profileFreq, dir))
+	return nil
 }

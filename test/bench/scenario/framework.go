@@ -102,6 +102,26 @@ type Options struct {
 	KeepTmp bool
 	// Args is the command line, recorded in each file.
 	Args []string
+	// Profile: scenarios that support it (chain2) record perf profiles
+	// in extra, unmeasured windows, into Out/profiles.
+	Profile bool
+	// Systems, when not empty, limits the systems a scenario that
+	// supports it (chain2) measures: for development, side-by-side
+	// before/after runs of one system.
+	Systems []string
+}
+
+// WantSystem reports whether the run measures system (Options.Systems).
+func (o *Options) WantSystem(system string) bool {
+	if len(o.Systems) == 0 {
+		return true
+	}
+	for _, s := range o.Systems {
+		if s == system {
+			return true
+		}
+	}
+	return false
 }
 
 // Env is what a scenario gets: the options, a temporary directory, the

@@ -188,3 +188,40 @@ func TestReport(t *testing.T) {
 		t.Errorf("csv:\n%s", csv)
 	}
 }
+
+func TestFoldPerfScript(t *testing.T) {
+	script := `spright 1234/1240 [001] 100.000001:     500000 cpu-clock:ppp: 
+	ffffffff8110a0b0 finish_task_switch.isra.0+0x90 ([kernel.kallsyms])
+	ffffffff81f0c2a3 __schedule+0x2f3 ([kernel.kallsyms])
+	          46a2b1 runtime.futex.abi0+0x21 (/tmp/spright)
+	          43b0c5 runtime.notesleep+0x85 (/tmp/spright)
+
+spright 1234/1240 [001] 100.000002:     500000 cpu-clock:ppp: 
+	          5d1e31 github.com/spright-dev/spright/pkg/gateway.(*Gateway).serve+0x31 (/tmp/spright)
+	          44ff55 runtime.main+0x2d5 (/tmp/spright)
+
+upper fn 99/99 [000] 100.000003:     500000 cpu-clock:ppp: 
+	          0 [unknown] ([unknown])
+
+`
+	st := foldPerfScript([]byte(script))
+	want := map[string]int{
+		"spright;runtime.notesleep;runtime.futex.abi0;__schedule_[k];finish_task_switch.isra.0_[k]": 1,
+		"spright;runtime.main;github.com/spright-dev/spright/pkg/gateway.(*Gateway).serve":          1,
+		"upper fn;[unknown]": 1,
+	}
+	if len(st) != len(want) {
+		t.Fatalf("folded %v, want %v", st, want)
+	}
+	for k, n := range want {
+		if st[k] != n {
+			t.Errorf("folded %v: want %q = %d", st, k, n)
+		}
+	}
+	sum := summarizeStacks(st)
+	for _, w := range []string{"3 samples", "sched/ctxsw 33.3%", "spright 33.3%", "unresolved leaf frames 33.3%"} {
+		if !strings.Contains(sum, w) {
+			t.Errorf("summary %q lacks %q", sum, w)
+		}
+	}
+}
