@@ -153,7 +153,8 @@ func Pick[T any](e *Env, full, quick T) T {
 // Binary builds (once) and returns one of: spright, gateway, eproxy,
 // httpfn (test/fixtures/httpfn), hop (test/bench/hop), boutique (cmd/boutique), queue-proxy (knative.dev/serving
 // cmd/queue, see internal/sidecar). SPRIGHT_QUEUE_PROXY=PATH reuses a
-// queue-proxy build.
+// queue-proxy build; SPRIGHT_BENCH_SPRIGHT=PATH uses that spright binary
+// (e.g. one built from another revision, for a before/after comparison).
 func (e *Env) Binary(ctx context.Context, name string) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -163,6 +164,12 @@ func (e *Env) Binary(ctx context.Context, name string) (string, error) {
 	var pkg string
 	switch name {
 	case "spright":
+		if p := os.Getenv("SPRIGHT_BENCH_SPRIGHT"); p != "" {
+			// A build of another revision: before/after runs side by side.
+			e.Logf("using %s as spright (SPRIGHT_BENCH_SPRIGHT)", p)
+			e.built[name] = p
+			return p, nil
+		}
 		pkg = "./cmd/spright"
 	case "gateway":
 		pkg = "./cmd/gateway"
