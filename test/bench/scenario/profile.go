@@ -210,7 +210,9 @@ var profileBuckets = []struct {
 	{"tcp/ip", func(leaf string, st []string) bool {
 		return anyFrame(st, "tcp_", "ip_", "__netif_", "net_rx_action", "inet_", "__sys_accept", "__sys_connect", "sock_")
 	}},
-	{"epoll", func(leaf string, st []string) bool { return anyFrame(st, "ep_poll", "do_epoll", "ep_", "__x64_sys_epoll") }},
+	{"epoll", func(leaf string, st []string) bool {
+		return anyFrame(st, "ep_poll", "do_epoll", "ep_", "__x64_sys_epoll")
+	}},
 	{"futex", func(leaf string, st []string) bool { return anyFrame(st, "futex_", "do_futex") }},
 	{"other kernel", func(leaf string, st []string) bool { return strings.HasSuffix(leaf, "_[k]") }},
 	{"go runtime", func(leaf string, st []string) bool { return strings.HasPrefix(leaf, "runtime.") }},
