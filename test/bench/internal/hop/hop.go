@@ -227,7 +227,7 @@ func Run(o Options) (res Result, err error) {
 	return res, nil
 }
 
-// io is how a side reads and writes its descriptors.
+// side is how one end reads and writes its descriptors.
 type side struct {
 	read  func([]byte) error
 	write func([]byte) error
