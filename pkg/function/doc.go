@@ -22,6 +22,10 @@
 // error, an unreachable next function or a routing loop sends the request
 // back to the gateway as an error the client sees.
 //
+// Descriptors are read by one goroutine and handled by Options.Workers
+// worker goroutines; with Workers = 1 the reading goroutine handles each
+// one itself (run to completion), which is cheapest for short handlers.
+//
 // Every descriptor received is validated against the pool (chain, slot,
 // length, and that the slot was handed to this instance) before any byte is
 // touched; bad ones are dropped and counted, never trusted.

@@ -36,7 +36,12 @@ type Options struct {
 	Chain         string
 	Function      string
 	// Workers is how many messages are handled concurrently (default
-	// GOMAXPROCS).
+	// GOMAXPROCS). With 1, the goroutine that reads the descriptors
+	// handles each one itself (run to completion): no hand-off to a worker
+	// goroutine, which costs the Go scheduler a thread wake-up and sleep
+	// per descriptor when the process is otherwise idle — more than a
+	// handler of a few microseconds does. With more, a reader hands the
+	// descriptors to that many worker goroutines.
 	Workers int
 	Logger  *zap.Logger
 	// Stats, if set, is where instances count (shared across the
@@ -222,13 +227,14 @@ func (in *Instance) Close() error {
 
 // Serve handles descriptors until ctx ends or the transport fails.
 func (in *Instance) Serve(ctx context.Context, h Handler) error {
+	inline := in.opts.Workers == 1
 	work := make(chan descriptor.Descriptor, in.opts.Workers)
 	var (
 		lastRecv atomic.Int64 // unix ns of the last descriptor received
 		inHand   atomic.Int64 // descriptors received and not yet processed
 	)
 	var wg sync.WaitGroup
-	for i := 0; i < in.opts.Workers; i++ {
+	for i := 0; i < in.opts.Workers && !inline; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -258,6 +264,11 @@ func (in *Instance) Serve(ctx context.Context, h Handler) error {
 		}
 		lastRecv.Store(time.Now().UnixNano())
 		inHand.Add(1)
+		if inline {
+			in.process(h, d)
+			inHand.Add(-1)
+			continue
+		}
 		work <- d
 	}
 	close(work)

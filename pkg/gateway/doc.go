@@ -8,6 +8,11 @@
 // gateway sees the request again only when the last function returns the
 // descriptor, builds the HTTP response from the slot and frees it.
 //
+// Handler is the chain's HTTP front; ListenHTTP is the listener to serve it
+// on (spright run does): accepted connections skip TCP keep-alive probes
+// and read and write with raw syscalls, which keeps the Go runtime's
+// sysmon thread asleep between requests (see front.go).
+//
 // It also owns the node's side of every chain: the pools, the route tables,
 // the eBPF datapath (sockhash, chain membership, bounds), and the control
 // socket where function instances register. When an instance's control

@@ -362,13 +362,13 @@ func Start(cf *ChainFile, opts Options) (r *Runner, err error) {
 		}
 		addr := net.JoinHostPort(r.gwNet.PodIP, port)
 		err = redirect.InNetns(r.gwNet.NS, func() (err error) {
-			r.ln, err = net.Listen("tcp", addr)
+			r.ln, err = gateway.ListenHTTP(addr)
 			return err
 		})
 		if err != nil {
 			return r, fmt.Errorf("listen %s in netns %s: %w", addr, r.gwNet.NS, err)
 		}
-	} else if r.ln, err = net.Listen("tcp", opts.Listen); err != nil {
+	} else if r.ln, err = gateway.ListenHTTP(opts.Listen); err != nil {
 		return r, fmt.Errorf("listen %s: %w", opts.Listen, err)
 	}
 	r.srv = &http.Server{Handler: adapter.HTTPHandler(r.Adapters, r.Gateway.Handler(r.Chain)), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 120 * time.Second}

@@ -1,6 +1,6 @@
 // Command bench runs the benchmark suite (see package scenario):
 //
-//	go run ./test/bench [--quick] [--out DIR] [scenario...]   # run, then regenerate the report
+//	go run ./test/bench [--quick] [--out DIR] [--profile] [scenario...]   # run, then regenerate the report
 //	go run ./test/bench --report-only                         # RESULTS.md, CSV and PNGs from the JSON
 //	go run ./test/bench --list
 //
@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/spright-dev/spright/test/bench/internal/benchutil"
@@ -39,6 +40,8 @@ func run(args []string) error {
 	noReport := fs.Bool("no-report", false, "do not regenerate the report after running")
 	list := fs.Bool("list", false, "list the scenarios")
 	keep := fs.Bool("keep-tmp", false, "keep the temporary directory (binaries, configs, logs)")
+	systems := fs.String("systems", "", "comma-separated: measure only these systems where a scenario supports it (chain2: spright-skmsg, spright-poll, direct, knative, skmsg-hop); for development")
+	profile := fs.Bool("profile", false, "chain2: also record perf profiles of the gateway, a function and the whole host at c=1, c=32 and c=32 with Connection: close, in extra windows, into OUT/profiles")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
@@ -74,7 +77,10 @@ func run(args []string) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	o := &scenario.Options{Quick: *quick, Out: *out, Root: root, KeepTmp: *keep, Args: append([]string{"go run ./test/bench"}, args...)}
+	o := &scenario.Options{Quick: *quick, Out: *out, Root: root, KeepTmp: *keep, Profile: *profile, Args: append([]string{"go run ./test/bench"}, args...)}
+	if *systems != "" {
+		o.Systems = strings.Split(*systems, ",")
+	}
 	runErr := scenario.Run(ctx, o, fs.Args())
 	if !*noReport {
 		if err := report(); err != nil && runErr == nil {

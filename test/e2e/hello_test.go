@@ -25,8 +25,16 @@ functions:
 // routed among themselves), the eBPF counters agree, every function saw its
 // input inside the pool mapping (the sample behaviours fail the request
 // otherwise) and the pool is whole afterwards.
-func TestHelloChain(t *testing.T) {
-	c := startChain(t, helloYAML)
+func TestHelloChain(t *testing.T) { testHelloChain(t, helloYAML) }
+
+// TestHelloChainRunToCompletion is TestHelloChain with workers: 1, where
+// each function's reading goroutine handles every descriptor itself.
+func TestHelloChainRunToCompletion(t *testing.T) {
+	testHelloChain(t, strings.ReplaceAll(helloYAML, "workers: 4", "workers: 1"))
+}
+
+func testHelloChain(t *testing.T, yaml string) {
+	c := startChain(t, yaml)
 	for _, p := range c.Procs() {
 		if p.Netns() == "" {
 			t.Fatalf("%s runs without a netns", p.Function)

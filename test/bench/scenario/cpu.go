@@ -262,5 +262,6 @@ func fillCPU(en *Entry, u cpuUse, loadgen float64) {
 	en.OtherCPUCores = other
 	if en.Requests > 0 {
 		en.CPUUsPerRequest = u.Total * u.Wall.Seconds() / float64(en.Requests) * 1e6
+		en.AllInUsPerRequest = (u.Total + other) * u.Wall.Seconds() / float64(en.Requests) * 1e6
 	}
 }

@@ -102,6 +102,26 @@ type Options struct {
 	KeepTmp bool
 	// Args is the command line, recorded in each file.
 	Args []string
+	// Profile: scenarios that support it (chain2) record perf profiles
+	// in extra, unmeasured windows, into Out/profiles.
+	Profile bool
+	// Systems, when not empty, limits the systems a scenario that
+	// supports it (chain2) measures: for development, side-by-side
+	// before/after runs of one system.
+	Systems []string
+}
+
+// WantSystem reports whether the run measures system (Options.Systems).
+func (o *Options) WantSystem(system string) bool {
+	if len(o.Systems) == 0 {
+		return true
+	}
+	for _, s := range o.Systems {
+		if s == system {
+			return true
+		}
+	}
+	return false
 }
 
 // Env is what a scenario gets: the options, a temporary directory, the
@@ -131,9 +151,10 @@ func Pick[T any](e *Env, full, quick T) T {
 }
 
 // Binary builds (once) and returns one of: spright, gateway, eproxy,
-// httpfn (test/fixtures/httpfn), boutique (cmd/boutique), queue-proxy (knative.dev/serving
+// httpfn (test/fixtures/httpfn), hop (test/bench/hop), boutique (cmd/boutique), queue-proxy (knative.dev/serving
 // cmd/queue, see internal/sidecar). SPRIGHT_QUEUE_PROXY=PATH reuses a
-// queue-proxy build.
+// queue-proxy build; SPRIGHT_BENCH_SPRIGHT=PATH uses that spright binary
+// (e.g. one built from another revision, for a before/after comparison).
 func (e *Env) Binary(ctx context.Context, name string) (string, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -143,6 +164,12 @@ func (e *Env) Binary(ctx context.Context, name string) (string, error) {
 	var pkg string
 	switch name {
 	case "spright":
+		if p := os.Getenv("SPRIGHT_BENCH_SPRIGHT"); p != "" {
+			// A build of another revision: before/after runs side by side.
+			e.Logf("using %s as spright (SPRIGHT_BENCH_SPRIGHT)", p)
+			e.built[name] = p
+			return p, nil
+		}
 		pkg = "./cmd/spright"
 	case "gateway":
 		pkg = "./cmd/gateway"
@@ -150,6 +177,8 @@ func (e *Env) Binary(ctx context.Context, name string) (string, error) {
 		pkg = "./cmd/eproxy"
 	case "httpfn":
 		pkg = "./test/fixtures/httpfn"
+	case "hop":
+		pkg = "./test/bench/hop"
 	case "boutique":
 		pkg = "./cmd/boutique"
 	case "queue-proxy":

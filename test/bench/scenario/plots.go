@@ -67,11 +67,12 @@ func addLine(p *plot.Plot, name string, xys plotter.XYs, c color.Color, dashed b
 	return nil
 }
 
-// loadEntries are the entries of a load sweep: no label, concurrency > 0.
+// loadEntries are the entries of a load sweep: no label, concurrency > 0
+// (not the hop floor, a single computed point).
 func loadEntries(f *File, sys string) []Entry {
 	var out []Entry
 	for _, e := range f.Entries {
-		if e.System == sys && e.Label == "" && e.Concurrency > 0 {
+		if e.System == sys && sys != SysHop && e.Label == "" && e.Concurrency > 0 {
 			out = append(out, e)
 		}
 	}

@@ -21,12 +21,15 @@ type ratioRow struct {
 	P95, P99    float64
 	CPU         float64
 	CPUPerReq   float64
+	AllInPerReq float64
 	Idle        float64
 }
 
 // ratioPairs are the (SPRIGHT side, baseline) system pairs of a file: an
-// explicit settings.ratio_pairs, else every spright-* against knative
-// and eproxy against queue-proxy.
+// explicit settings.ratio_pairs, else every spright-* against knative,
+// eproxy against queue-proxy, every spright-* against direct (chain2: a
+// bare HTTP server doing the chain's work, the upper bound) and
+// spright-skmsg against the descriptor hop floor (SysHop).
 func ratioPairs(f *File) [][2]string {
 	if raw, ok := f.Settings["ratio_pairs"].([]any); ok {
 		var out [][2]string
@@ -53,6 +56,14 @@ func ratioPairs(f *File) [][2]string {
 	}
 	if has[SysEProxy] && has[SysQueueProxy] {
 		out = append(out, [2]string{SysEProxy, SysQueueProxy})
+	}
+	for _, s := range f.Systems() {
+		if has[SysDirect] && strings.HasPrefix(s, "spright") {
+			out = append(out, [2]string{s, SysDirect})
+		}
+	}
+	if has[SysHop] && has[SysSkmsg] {
+		out = append(out, [2]string{SysSkmsg, SysHop})
 	}
 	// The cluster's ingress: a plain service through the gateway vs the
 	// same pod by its IP.
@@ -90,20 +101,30 @@ func ratios(f *File) []ratioRow {
 			}
 			r := ratioRow{Num: pr[0], Den: pr[1], Concurrency: n.Concurrency, Label: n.Label,
 				RPS: ratio(n.RPS, d.RPS), P50: ratio(n.P50Ms, d.P50Ms), P95: ratio(n.P95Ms, d.P95Ms), P99: ratio(n.P99Ms, d.P99Ms),
-				CPU: ratio(n.CPUCores, d.CPUCores), CPUPerReq: ratio(n.CPUUsPerRequest, d.CPUUsPerRequest)}
+				CPU: ratio(n.CPUCores, d.CPUCores), CPUPerReq: ratio(n.CPUUsPerRequest, d.CPUUsPerRequest),
+				AllInPerReq: ratio(n.AllInUsPerRequest, d.AllInUsPerRequest)}
 			r.Idle = math.NaN()
 			if n.IdleCPUCores != nil && d.IdleCPUCores != nil {
 				r.Idle = ratio(*n.IdleCPUCores, *d.IdleCPUCores)
 			}
 			if n.Requests == 0 || d.Requests == 0 {
 				// No traffic on one side: only CPU compares.
-				r.RPS, r.P50, r.P95, r.P99, r.CPUPerReq = math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()
+				r.RPS, r.P50, r.P95, r.P99, r.CPUPerReq, r.AllInPerReq = math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN(), math.NaN()
+			}
+			if n.AllInUsPerRequest == 0 || d.AllInUsPerRequest == 0 {
+				r.AllInPerReq = math.NaN()
+			}
+			if n.P50Ms == 0 || d.P50Ms == 0 {
+				r.P50 = math.NaN()
+			}
+			if n.P99Ms == 0 || d.P99Ms == 0 {
+				r.P99 = math.NaN()
 			}
 			if n.P95Ms == 0 || d.P95Ms == 0 {
 				r.P95 = math.NaN()
 			}
 			if n.CPUByClass == nil || d.CPUByClass == nil {
-				r.CPU, r.CPUPerReq = math.NaN(), math.NaN()
+				r.CPU, r.CPUPerReq, r.AllInPerReq = math.NaN(), math.NaN(), math.NaN()
 			}
 			if isNaN(r.RPS) && isNaN(r.P50) && isNaN(r.P99) && isNaN(r.CPU) && isNaN(r.Idle) {
 				continue
@@ -213,15 +234,15 @@ func Report(dir, md string) error {
 
 	w("## Summary: SPRIGHT / baseline ratios\n\n")
 	w("Ratio = SPRIGHT side ÷ baseline at the same load level (rps: higher is better for SPRIGHT when > 1; latency and CPU: lower is better when < 1).\n\n")
-	w("| scenario | pair | concurrency | label | rps | p50 | p95 | p99 | cpu cores | cpu/request | idle cpu |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	w("| scenario | pair | concurrency | label | rps | p50 | p95 | p99 | cpu cores | cpu/request | all-in cpu/request | idle cpu |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, n := range order {
 		f := files[n]
 		if f == nil || f.Unavailable != "" {
 			continue
 		}
 		for _, r := range ratios(f) {
-			w("| %s | %s / %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", n, r.Num, r.Den, r.Concurrency, r.Label,
-				rnum(r.RPS), rnum(r.P50), rnum(r.P95), rnum(r.P99), rnum(r.CPU), rnum(r.CPUPerReq), rnum(r.Idle))
+			w("| %s | %s / %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", n, r.Num, r.Den, r.Concurrency, r.Label,
+				rnum(r.RPS), rnum(r.P50), rnum(r.P95), rnum(r.P99), rnum(r.CPU), rnum(r.CPUPerReq), rnum(r.AllInPerReq), rnum(r.Idle))
 		}
 	}
 	w("\n")
@@ -264,10 +285,10 @@ func Report(dir, md string) error {
 		}
 		writeEntries(&b, f)
 		if rs := ratios(f); len(rs) > 0 {
-			w("\nRatios:\n\n| pair | concurrency | label | rps | p50 | p95 | p99 | cpu cores | cpu/request | idle cpu |\n|---|---|---|---|---|---|---|---|---|---|\n")
+			w("\nRatios:\n\n| pair | concurrency | label | rps | p50 | p95 | p99 | cpu cores | cpu/request | all-in cpu/request | idle cpu |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 			for _, r := range rs {
-				w("| %s / %s | %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Num, r.Den, r.Concurrency, r.Label,
-					rnum(r.RPS), rnum(r.P50), rnum(r.P95), rnum(r.P99), rnum(r.CPU), rnum(r.CPUPerReq), rnum(r.Idle))
+				w("| %s / %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.Num, r.Den, r.Concurrency, r.Label,
+					rnum(r.RPS), rnum(r.P50), rnum(r.P95), rnum(r.P99), rnum(r.CPU), rnum(r.CPUPerReq), rnum(r.AllInPerReq), rnum(r.Idle))
 			}
 		}
 		pngs, err := plotsFor(f, dir)
@@ -313,8 +334,8 @@ func oneLine(s string) string {
 
 // writeEntries writes the file's entries as a Markdown table.
 func writeEntries(b *strings.Builder, f *File) {
-	b.WriteString("| system | concurrency | label | rps | mean ms | p50 ms | p95 ms | p99 ms | max ms | cpu cores | cpu by class | idle cores | cpu µs/req | loadgen cores | other cores | requests | errors |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| system | concurrency | label | rps | mean ms | p50 ms | p95 ms | p99 ms | max ms | cpu cores | cpu by class | idle cores | cpu µs/req | all-in µs/req | loadgen cores | other cores | requests | errors |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	lat := func(e Entry, v float64) string {
 		if e.Requests == 0 || v == 0 {
 			return "–"
@@ -338,15 +359,15 @@ func writeEntries(b *strings.Builder, f *File) {
 		if e.Label == "idle" {
 			rps = "–"
 		}
-		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n",
+		fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d | %d |\n",
 			e.System, e.Concurrency, e.Label, rps, lat(e, e.MeanMs), lat(e, e.P50Ms), lat(e, e.P95Ms), lat(e, e.P99Ms), lat(e, e.MaxMs),
-			cpu, strings.Join(cls, ", "), idle, lat(e, e.CPUUsPerRequest), lg, other, e.Requests, e.Errors)
+			cpu, strings.Join(cls, ", "), idle, lat(e, e.CPUUsPerRequest), lat(e, e.AllInUsPerRequest), lg, other, e.Requests, e.Errors)
 		if len(e.Extra) > 0 {
 			var ex []string
 			for _, k := range sortedKeysF(e.Extra) {
 				ex = append(ex, fmt.Sprintf("%s = %s", k, num(e.Extra[k])))
 			}
-			fmt.Fprintf(b, "| ↳ | | | %s |||||||||||||\n", strings.Join(ex, ", "))
+			fmt.Fprintf(b, "| ↳ | | | %s ||||||||||||||\n", strings.Join(ex, ", "))
 		}
 	}
 }

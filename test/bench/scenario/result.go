@@ -23,6 +23,10 @@ const (
 	SysEProxySplice = "eproxy-splice"
 	SysQueueProxy   = "queue-proxy"
 	SysDirect       = "direct"
+	// SysHop is the per-hop floor of the descriptor path (chain2): not a
+	// system serving requests but test/bench/hop's measurement, scaled to
+	// the hops of one request.
+	SysHop = "skmsg-hop"
 )
 
 // Entry is one system at one load level: the one row type of every
@@ -53,6 +57,13 @@ type Entry struct {
 	CPUByClass map[string]float64 `json:"cpu_by_class,omitempty"`
 	// CPUUsPerRequest is CPUCores·window / requests, in µs.
 	CPUUsPerRequest float64 `json:"cpu_us_per_request,omitempty"`
+	// AllInUsPerRequest is the whole host's busy CPU (/proc/stat: user,
+	// system, irq, softirq, kernel threads) in the window minus the load
+	// generator and the benchmark driver, per request, in µs: CPUCores
+	// plus OtherCPUCores. It charges the request with the kernel work
+	// that no process of the system is billed for (softirq, kworkers);
+	// it is only meaningful on a quiet machine (other work lands in it).
+	AllInUsPerRequest float64 `json:"allin_us_per_request,omitempty"`
 	// LoadGenCPUCores is the load generator's own CPU (wrk's rusage, or
 	// the Go driver process), reported apart from the system's.
 	LoadGenCPUCores float64 `json:"loadgen_cpu_cores"`
@@ -138,7 +149,7 @@ func ReadFile(path string) (*File, error) {
 // CSVHeader is the fixed part of the CSV columns; CPU classes and extras
 // follow, sorted by name.
 var CSVHeader = []string{"system", "concurrency", "label", "rps", "mean_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms",
-	"cpu_cores", "idle_cpu_cores", "cpu_us_per_request", "loadgen_cpu_cores", "other_cpu_cores", "requests", "errors", "duration_s"}
+	"cpu_cores", "idle_cpu_cores", "cpu_us_per_request", "allin_us_per_request", "loadgen_cpu_cores", "other_cpu_cores", "requests", "errors", "duration_s"}
 
 // WriteCSV writes the entries, one row each.
 func (f *File) WriteCSV(path string) error {
@@ -170,7 +181,7 @@ func (f *File) WriteCSV(path string) error {
 			idle = g(*e.IdleCPUCores)
 		}
 		row := []string{e.System, strconv.Itoa(e.Concurrency), e.Label, g(e.RPS), g(e.MeanMs), g(e.P50Ms), g(e.P95Ms), g(e.P99Ms), g(e.MaxMs),
-			g(e.CPUCores), idle, g(e.CPUUsPerRequest), g(e.LoadGenCPUCores), g(e.OtherCPUCores),
+			g(e.CPUCores), idle, g(e.CPUUsPerRequest), g(e.AllInUsPerRequest), g(e.LoadGenCPUCores), g(e.OtherCPUCores),
 			strconv.FormatInt(e.Requests, 10), strconv.FormatInt(e.Errors, 10), g(e.DurationS)}
 		for _, c := range cl {
 			row = append(row, g(e.CPUByClass[c]))

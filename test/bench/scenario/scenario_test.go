@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/spright-dev/spright/test/bench/internal/benchutil"
+	"github.com/spright-dev/spright/test/bench/internal/hop"
 )
 
 func TestRegistryOrder(t *testing.T) {
@@ -135,10 +136,19 @@ func TestReport(t *testing.T) {
 	for _, c := range []int{1, 8} {
 		f.Entries = append(f.Entries,
 			Entry{System: SysSkmsg, Concurrency: c, RPS: 4000 * float64(c), P50Ms: 0.2, P99Ms: 1, MeanMs: 0.3, CPUCores: 1, Requests: 100,
-				CPUUsPerRequest: 50, CPUByClass: map[string]float64{"gateway": 0.5, "functions": 0.5}, LoadGenCPUCores: 0.3},
+				CPUUsPerRequest: 50, AllInUsPerRequest: 60, CPUByClass: map[string]float64{"gateway": 0.5, "functions": 0.5}, LoadGenCPUCores: 0.3},
 			Entry{System: SysKnative, Concurrency: c, RPS: 1000 * float64(c), P50Ms: 1, P99Ms: 4, MeanMs: 1.2, CPUCores: 1.5, Requests: 100,
-				CPUUsPerRequest: 500, CPUByClass: map[string]float64{"nginx": 0.5, "queue-proxy": 0.5, "functions": 0.5}, LoadGenCPUCores: 0.1})
+				CPUUsPerRequest: 500, AllInUsPerRequest: 600, CPUByClass: map[string]float64{"nginx": 0.5, "queue-proxy": 0.5, "functions": 0.5}, LoadGenCPUCores: 0.1},
+			Entry{System: SysDirect, Concurrency: c, RPS: 8000 * float64(c), P50Ms: 0.1, P99Ms: 0.5, MeanMs: 0.15, CPUCores: 1, Requests: 100,
+				CPUUsPerRequest: 25, AllInUsPerRequest: 30, CPUByClass: map[string]float64{"server": 1}, LoadGenCPUCores: 0.3})
 	}
+	f.Entries = append(f.Entries,
+		Entry{System: SysSkmsg, Concurrency: 8, Label: LabelClose, RPS: 2000, P50Ms: 1, P99Ms: 2, CPUCores: 1, Requests: 100,
+			CPUUsPerRequest: 100, AllInUsPerRequest: 120, CPUByClass: map[string]float64{"gateway": 0.5, "functions": 0.5}},
+		Entry{System: SysDirect, Concurrency: 8, Label: LabelClose, RPS: 4000, P50Ms: 0.5, P99Ms: 1, CPUCores: 1, Requests: 100,
+			CPUUsPerRequest: 50, AllInUsPerRequest: 60, CPUByClass: map[string]float64{"server": 1}},
+		hopEntry(hop.Result{Mode: hop.ModeThread, Hops: 3000, Seconds: 0.03, NsPerHop: 10000, CPUNsPerHop: 5000, HostCPUNsPerHop: 10000}, 3),
+		hopEntry(hop.Result{Mode: hop.ModeNetpoll, Hops: 3000, Seconds: 0.012, NsPerHop: 4000, CPUNsPerHop: 4000, HostCPUNsPerHop: 4000}, 3))
 	if err := f.Write(dir); err != nil {
 		t.Fatal(err)
 	}
@@ -153,8 +163,13 @@ func TestReport(t *testing.T) {
 	s := string(b)
 	for _, want := range []string{
 		"2 cores, shared by the load generator and the system under test",
-		"| chain2 | spright-skmsg / knative | 8 |  | 4.000× | 0.200× | – | 0.250× | 0.667× | 0.100× | – |",
-		"| chain2 | spright-skmsg / knative | 0 | idle | – | – | – | – | 0× | – | 0× |",
+		"| chain2 | spright-skmsg / knative | 8 |  | 4.000× | 0.200× | – | 0.250× | 0.667× | 0.100× | 0.100× | – |",
+		"| chain2 | spright-skmsg / knative | 0 | idle | – | – | – | – | 0× | – | – | 0× |",
+		"| chain2 | spright-skmsg / direct | 8 |  | 0.500× | 2.000× | – | 2.000× | 1.000× | 2.000× | 2.000× | – |",
+		"| chain2 | spright-skmsg / direct | 8 | close | 0.500× | 2.000× | – | 2.000× | 1.000× | 2.000× | 2.000× | – |",
+		// The floor: 3 hops of 10 µs = 33,333 rps, 15 µs CPU, 30 µs all-in.
+		"| chain2 | spright-skmsg / skmsg-hop | 1 |  | 0.120× | – | – | – | 2.000× | 3.333× | 2.000× | – |",
+		"| skmsg-hop | 1 |  | 33333 | 0.030 | – | – | – | – | 0.500 | hop 0.500 | – | 15.00 | 30.00 |",
 		"![chain2_ratio](results/chain2_ratio.png)",
 		"## xdp:", "Not available",
 		"## boutique:", "Not run",
@@ -171,5 +186,42 @@ func TestReport(t *testing.T) {
 	csv, _ := os.ReadFile(filepath.Join(dir, "chain2.csv"))
 	if !strings.HasPrefix(string(csv), strings.Join(CSVHeader, ",")) || !strings.Contains(string(csv), "cpu_cores_queue-proxy") {
 		t.Errorf("csv:\n%s", csv)
+	}
+}
+
+func TestFoldPerfScript(t *testing.T) {
+	script := `spright 1234/1240 [001] 100.000001:     500000 cpu-clock:ppp: 
+	ffffffff8110a0b0 finish_task_switch.isra.0+0x90 ([kernel.kallsyms])
+	ffffffff81f0c2a3 __schedule+0x2f3 ([kernel.kallsyms])
+	          46a2b1 runtime.futex.abi0+0x21 (/tmp/spright)
+	          43b0c5 runtime.notesleep+0x85 (/tmp/spright)
+
+spright 1234/1240 [001] 100.000002:     500000 cpu-clock:ppp: 
+	          5d1e31 github.com/spright-dev/spright/pkg/gateway.(*Gateway).serve+0x31 (/tmp/spright)
+	          44ff55 runtime.main+0x2d5 (/tmp/spright)
+
+upper fn 99/99 [000] 100.000003:     500000 cpu-clock:ppp: 
+	          0 [unknown] ([unknown])
+
+`
+	st := foldPerfScript([]byte(script))
+	want := map[string]int{
+		"spright;runtime.notesleep;runtime.futex.abi0;__schedule_[k];finish_task_switch.isra.0_[k]": 1,
+		"spright;runtime.main;github.com/spright-dev/spright/pkg/gateway.(*Gateway).serve":          1,
+		"upper fn;[unknown]": 1,
+	}
+	if len(st) != len(want) {
+		t.Fatalf("folded %v, want %v", st, want)
+	}
+	for k, n := range want {
+		if st[k] != n {
+			t.Errorf("folded %v: want %q = %d", st, k, n)
+		}
+	}
+	sum := summarizeStacks(st)
+	for _, w := range []string{"3 samples", "sched/ctxsw 33.3%", "spright 33.3%", "unresolved leaf frames 33.3%"} {
+		if !strings.Contains(sum, w) {
+			t.Errorf("summary %q lacks %q", sum, w)
+		}
 	}
 }

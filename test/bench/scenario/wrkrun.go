@@ -12,7 +12,10 @@ import (
 // wrkPlan is a closed-loop wrk measurement of one system: idle CPU, a
 // warm-up, then wrk at each concurrency.
 type wrkPlan struct {
-	System      string
+	System string
+	// Label is given to every load entry (e.g. "close" for a run with a
+	// new connection per request).
+	Label       string
 	URL         string
 	Prefix      []string // runs wrk inside a namespace
 	Script      string
@@ -76,35 +79,44 @@ func runWrkPlan(ctx context.Context, e *Env, f *File, p wrkPlan) error {
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("%s: c=%d: %w", p.System, c, err)
+			return fmt.Errorf("%s: c=%d%s: %w", p.System, c, labelSuffix(p.Label), err)
 		}
 		if p.Adjust != nil && u.Wall > 0 {
 			u = p.Adjust(u, w.CPU.Seconds()/u.Wall.Seconds())
 		}
 		en := wrkEntry(p.System, c, w, u)
+		en.Label = p.Label
 		en.IdleCPUCores = idle
 		if p.Extra != nil {
 			p.Extra(&en, u)
 		}
 		f.Entries = append(f.Entries, en)
-		e.Logf("%s: c=%d: %.0f rps, p50 %.3f ms, p99 %.3f ms, %.2f cores (by class %s), wrk %.2f cores, other %.2f",
-			p.System, c, en.RPS, en.P50Ms, en.P99Ms, en.CPUCores, fmtClasses(en.CPUByClass), en.LoadGenCPUCores, en.OtherCPUCores)
+		e.Logf("%s: c=%d%s: %.0f rps, p50 %.3f ms, p99 %.3f ms, %.2f cores (by class %s), wrk %.2f cores, other %.2f, %.1f µs/req (all-in %.1f)",
+			p.System, c, labelSuffix(p.Label), en.RPS, en.P50Ms, en.P99Ms, en.CPUCores, fmtClasses(en.CPUByClass), en.LoadGenCPUCores, en.OtherCPUCores,
+			en.CPUUsPerRequest, en.AllInUsPerRequest)
 		if w.Non2xx > 0 {
-			f.Problems = append(f.Problems, fmt.Sprintf("%s: c=%d: %d of %d responses were not 2xx", p.System, c, w.Non2xx, w.Requests))
+			f.Problems = append(f.Problems, fmt.Sprintf("%s: c=%d%s: %d of %d responses were not 2xx", p.System, c, labelSuffix(p.Label), w.Non2xx, w.Requests))
 		}
 		if n := w.Errors.Total(); n > 0 {
-			f.Problems = append(f.Problems, fmt.Sprintf("%s: c=%d: socket errors %+v", p.System, c, w.Errors))
+			f.Problems = append(f.Problems, fmt.Sprintf("%s: c=%d%s: socket errors %+v", p.System, c, labelSuffix(p.Label), w.Errors))
 		}
 		if err := p.Alive(); err != nil {
 			return err
 		}
 		if p.Probe != nil {
 			if err := p.Probe(ctx); err != nil {
-				f.Problems = append(f.Problems, fmt.Sprintf("%s: after c=%d: %v", p.System, c, err))
+				f.Problems = append(f.Problems, fmt.Sprintf("%s: after c=%d%s: %v", p.System, c, labelSuffix(p.Label), err))
 			}
 		}
 	}
 	return nil
+}
+
+func labelSuffix(l string) string {
+	if l == "" {
+		return ""
+	}
+	return " " + l
 }
 
 func fmtClasses(m map[string]float64) string {
