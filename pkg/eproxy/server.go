@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spright-dev/spright/bpf"
@@ -62,6 +63,14 @@ type Server struct {
 	conns   chan net.Conn // connections served in userspace
 	closed  chan struct{}
 	once    sync.Once
+
+	// ConnBuffer bounds the kernel buffers of the connections EPROXY
+	// proxies in userspace (SO_RCVBUF upstream, SO_SNDBUF to the client;
+	// the kernel doubles what is asked): with Go's 32 KiB copy buffer,
+	// what a slow client makes the pod hold for it, beyond the user
+	// container's own send buffer. 0: the kernel's autotuning (up to
+	// net.ipv4.tcp_rmem's maximum, 32 MiB on 6.18).
+	ConnBuffer int
 
 	// FlushTimeout bounds how long a closing spliced connection waits for
 	// the kernel to deliver what is still in flight (default 30s).
@@ -120,7 +129,15 @@ func NewServer(userAddr string, splicer Splicer, prober func() bool, drainQuiet 
 	// counts goes out on an upstream connection the kernel counts, and one
 	// counted in userspace on one it does not (else a request would be
 	// counted twice, or its response without it).
-	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}
+	dialer := &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second,
+		// Set before connect, so that the window the user container sees
+		// is bounded from the start.
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			if n := s.ConnBuffer; n > 0 {
+				rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUF, n) })
+			}
+			return nil
+		}}
 	transport := func(count bool) *http.Transport {
 		return &http.Transport{
 			MaxIdleConns: 1000, MaxIdleConnsPerHost: 1000, IdleConnTimeout: 90 * time.Second,
@@ -400,6 +417,7 @@ func (s *Server) handle(c net.Conn) {
 			// Its client is steered from now on: this request is answered
 			// here, then the connection closes and the next one is the
 			// kernel's (see steering).
+			s.boundSendBuffer(c)
 			select {
 			case s.conns <- &bufConn{Conn: c, r: br, closeAfterOne: true}:
 			case <-s.closed:
@@ -410,7 +428,11 @@ func (s *Server) handle(c net.Conn) {
 	}
 	tc, isTCP := c.(*net.TCPConn)
 	sp := s.Splicer()
-	if sp == nil || s.hangups == nil || s.breaker != nil || !isTCP || isProbe(req) || !spliceable(req) {
+	// With steering on, what still reaches EPROXY (the activator, a
+	// client's connection that began with a probe) is proxied in
+	// userspace: a splice has no backpressure (package bpf, "There is no
+	// backpressure through a splice"), and the hot path is steered.
+	if sp == nil || s.hangups == nil || s.breaker != nil || !isTCP || isProbe(req) || !spliceable(req) || s.steering() != nil {
 		s.userspaceConn(c, br)
 		return
 	}
@@ -420,6 +442,7 @@ func (s *Server) handle(c net.Conn) {
 }
 
 func (s *Server) userspaceConn(c net.Conn, br *bufio.Reader) {
+	s.boundSendBuffer(c)
 	select {
 	case s.conns <- &bufConn{Conn: c, r: br}:
 	case <-s.closed:
@@ -618,6 +641,14 @@ func (s *Server) finish(sc *splicedConn, flush bool) {
 		delete(s.active, sc)
 		s.mu.Unlock()
 	})
+}
+
+// boundSendBuffer applies ConnBuffer to a client connection EPROXY
+// answers in userspace.
+func (s *Server) boundSendBuffer(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok && s.ConnBuffer > 0 {
+		tc.SetWriteBuffer(s.ConnBuffer)
+	}
 }
 
 // queued is how many bytes wait unread in c's receive queue (SIOCINQ).

@@ -33,11 +33,17 @@ type podNetns struct {
 	hostIf                  string
 }
 
+// podNetnsSeq tells apart the pods of one test process (a deleted
+// namespace's veth may still be going away when the next test starts).
+var podNetnsSeq atomic.Int32
+
 func newPodNetns(t *testing.T, subnet int) *podNetns {
 	t.Helper()
-	p := &podNetns{name: fmt.Sprintf("spright-steer-%d", os.Getpid()),
+	seq := int(podNetnsSeq.Add(1))
+	subnet = (subnet+seq)%250 + 1
+	p := &podNetns{name: fmt.Sprintf("spright-steer-%d-%d", os.Getpid(), seq),
 		hostIP: fmt.Sprintf("10.251.%d.1", subnet), podIP: fmt.Sprintf("10.251.%d.2", subnet), clientIP: fmt.Sprintf("10.251.%d.3", subnet),
-		hostIf: fmt.Sprintf("sst%d", os.Getpid()%100000)}
+		hostIf: fmt.Sprintf("sst%d-%d", os.Getpid()%100000, seq)}
 	run := func(args ...string) {
 		t.Helper()
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
