@@ -62,10 +62,15 @@
 //     stat endpoint always answers, agent or not. Reporter pushes the same
 //     Stats to the autoscaler's stat server over a websocket, as the
 //     activator does.
-//   - Memory: a spliced connection has no backpressure (package bpf, "There
-//     is no backpressure through a splice"): a client that reads slowly
-//     lets the user container put a whole response in kernel memory. EPROXY
-//     does not bound it yet; see that section for what was tried.
+//   - Memory: a steered connection is the user container's own socket
+//     (TCP's flow control end to end); with steering on, the connections
+//     EPROXY still gets are proxied in userspace with kernel buffers of
+//     Server.ConnBuffer (SPRIGHT_PROXY_BUFFER_BYTES), not spliced, because
+//     a spliced connection has no backpressure (package bpf, "There is no
+//     backpressure through a splice"): a client that reads slowly would let
+//     the user container put a whole response in kernel memory. EPROXY
+//     still splices when steering is off or unavailable, unbounded; see
+//     that section for what was tried.
 //
 // Probes are answered with Knative's own code (knative.dev/serving's
 // readiness prober and health handler, knative.dev/pkg's drainer), so
