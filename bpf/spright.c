@@ -541,6 +541,26 @@ int spright_splice_msg(struct sk_msg_md *msg)
 }
 
 /*
+ * Take n requests that will never be answered out of an instance's
+ * in-flight count (never below 0), under its lock like every update.
+ */
+static __always_inline void take_inflight(__u32 instance, __s64 n)
+{
+	__u64 now = bpf_ktime_get_ns(); /* no calls while the lock is held */
+	struct metrics *m = bpf_map_lookup_elem(&instance_metrics, &instance);
+
+	if (!m)
+		return;
+	bpf_spin_lock(&m->lock);
+	advance(m, now);
+	if (m->inflight > n)
+		m->inflight -= n;
+	else
+		m->inflight = 0;
+	bpf_spin_unlock(&m->lock);
+}
+
+/*
  * The end of a spliced connection, run by the agent with BPF_PROG_TEST_RUN
  * (RemoveSplice, PruneSplices) once its sockets have left splice_map: the
  * requests still outstanding on it will never be answered (the client or
@@ -557,10 +577,8 @@ SEC("tc")
 int spright_splice_end(struct __sk_buff *skb)
 {
 	struct splice_info *c;
-	struct metrics *m;
-	__u64 conn, now;
+	__u64 conn;
 	__s64 n;
-	__u32 instance;
 
 	if (bpf_skb_load_bytes(skb, 0, &conn, sizeof(conn)))
 		return 0;
@@ -571,19 +589,7 @@ int spright_splice_end(struct __sk_buff *skb)
 	if (n <= 0)
 		return 0;
 	__sync_fetch_and_add(&c->outstanding, -n);
-	instance = c->instance;
-
-	now = bpf_ktime_get_ns();
-	m = bpf_map_lookup_elem(&instance_metrics, &instance);
-	if (!m)
-		return 0;
-	bpf_spin_lock(&m->lock);
-	advance(m, now);
-	if (m->inflight > n)
-		m->inflight -= n;
-	else
-		m->inflight = 0;
-	bpf_spin_unlock(&m->lock);
+	take_inflight(c->instance, n);
 	return (int)n;
 }
 
@@ -696,28 +702,15 @@ struct {
 /* The requests a flow left unanswered leave Inflight (once). */
 static __always_inline void steer_end(struct steer_flow *f, __u32 instance)
 {
-	struct metrics *m;
 	__s32 n;
-	__u64 now;
 
 	if (f->flags & FLOW_ENDED)
 		return;
 	f->flags |= FLOW_ENDED;
 	n = f->outstanding;
 	f->outstanding = 0;
-	if (n <= 0)
-		return;
-	now = bpf_ktime_get_ns();
-	m = bpf_map_lookup_elem(&instance_metrics, &instance);
-	if (!m)
-		return;
-	bpf_spin_lock(&m->lock);
-	advance(m, now);
-	if (m->inflight > n)
-		m->inflight -= n;
-	else
-		m->inflight = 0;
-	bpf_spin_unlock(&m->lock);
+	if (n > 0)
+		take_inflight(instance, n);
 }
 
 /* Does seq come at or after next (mod 2^32)? */

@@ -8,9 +8,7 @@ import (
 	"syscall"
 	"time"
 
-	"unsafe"
-
-	"golang.org/x/sys/unix"
+	"github.com/spright-dev/spright/pkg/transport"
 )
 
 // ListenHTTP listens on addr (TCP) for a chain's HTTP front (Handler),
@@ -63,33 +61,7 @@ type frontConn struct {
 }
 
 func (c *frontConn) Read(b []byte) (int, error) {
-	if len(b) == 0 {
-		return 0, nil
-	}
-	var n int
-	var rerr error
-	err := c.raw.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(bufPointer(b)), uintptr(len(b)))
-			switch e {
-			case 0:
-				n = int(r)
-				if n == 0 {
-					rerr = io.EOF
-				}
-				return true
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false
-			}
-			rerr = e
-			return true
-		}
-	})
-	if err == nil {
-		err = rerr
-	}
+	n, err := transport.RawRead(c.raw, b)
 	if err != nil && err != io.EOF {
 		err = c.opErr("read", err)
 	}
@@ -97,28 +69,7 @@ func (c *frontConn) Read(b []byte) (int, error) {
 }
 
 func (c *frontConn) Write(b []byte) (int, error) {
-	var n int
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(bufPointer(b[n:])), uintptr(len(b)-n))
-			switch e {
-			case 0:
-				n += int(r)
-				continue
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait until writable, then write the rest
-			}
-			werr = e
-			return true
-		}
-		return true
-	})
-	if err == nil {
-		err = werr
-	}
+	n, err := transport.RawWrite(c.raw, b)
 	if err != nil {
 		err = c.opErr("write", err)
 	}
@@ -144,4 +95,3 @@ var (
 
 // bufPointer is the address of b's first byte for a raw syscall (b is not
 // empty: callers check).
-func bufPointer(b []byte) unsafe.Pointer { return unsafe.Pointer(&b[0]) }

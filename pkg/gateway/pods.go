@@ -199,21 +199,13 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 				err = g.dp.AddCounted(p.id, fds[0], req.Side == "upstream")
 			}
 			closeFDs(fds)
-			if err != nil {
-				conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
-			} else {
-				conn.Send(control.Message{Type: control.TypeSpliced})
-			}
+			ack(conn, err)
 			continue
 		}
 		if req.Type == control.TypeSteer || req.Type == control.TypeSteerSource || req.Type == control.TypeSteerEnable {
 			err := g.steer(p, req, fds)
 			closeFDs(fds)
-			if err != nil {
-				conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
-			} else {
-				conn.Send(control.Message{Type: control.TypeSpliced})
-			}
+			ack(conn, err)
 			continue
 		}
 		if (req.Type != control.TypeSplice && req.Type != control.TypeUnsplice) || len(fds) != 2 {
@@ -232,11 +224,7 @@ func (g *Gateway) servePod(conn *control.Conn, m control.Message) {
 			err = g.dp.RemoveSplice(fds[0], fds[1])
 		}
 		closeFDs(fds)
-		if err != nil {
-			conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
-			continue
-		}
-		conn.Send(control.Message{Type: control.TypeSpliced})
+		ack(conn, err)
 	}
 	log.Info("pod left")
 }
@@ -379,4 +367,13 @@ func (g *Gateway) collectSteered(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descSteered, prometheus.CounterValue, float64(info.Connections), p.key.Namespace, p.key.Name, p.pod)
 		}
 	}
+}
+
+// ack answers a pod's request: done, or why not.
+func ack(conn *control.Conn, err error) {
+	if err != nil {
+		conn.Send(control.Message{Type: control.TypeError, Error: err.Error()})
+		return
+	}
+	conn.Send(control.Message{Type: control.TypeSpliced})
 }

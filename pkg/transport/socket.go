@@ -8,7 +8,6 @@ import (
 	"os"
 	"syscall"
 
-	"golang.org/x/sys/unix"
 
 	"github.com/spright-dev/spright/pkg/descriptor"
 )
@@ -104,27 +103,7 @@ func (s *Socket) Control(fn func(fd int) error) error {
 // refuses (invalid, wrong chain, receiver gone) fails the write.
 func (s *Socket) Send(d descriptor.Descriptor) error {
 	b := d.Bytes()
-	var n int
-	var serr error
-	err := s.raw.Write(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafePointer(&b[0])), descriptor.Size)
-			switch e {
-			case 0:
-				n = int(r)
-				return true
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // wait until writable
-			}
-			serr = e
-			return true
-		}
-	})
-	if err == nil {
-		err = serr
-	}
+	n, err := RawWrite(s.raw, b[:])
 	if err != nil {
 		return fmt.Errorf("transport: send %v: %w", d, s.wrapOpErr("write", err))
 	}
@@ -168,32 +147,7 @@ func (s *Socket) fill() error {
 		s.end = copy(s.buf[:], s.buf[s.off:s.end])
 		s.off = 0
 	}
-	var n int
-	var rerr error
-	err := s.raw.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafePointer(&s.buf[s.end])), uintptr(len(s.buf)-s.end))
-			switch e {
-			case 0:
-				n = int(r)
-				if n == 0 {
-					rerr = io.EOF
-				}
-				return true
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				// Nothing yet (or tcp_bpf woke the reader with its
-				// queue still empty): park until readable.
-				return false
-			}
-			rerr = e
-			return true
-		}
-	})
-	if err == nil {
-		err = rerr
-	}
+	n, err := RawRead(s.raw, s.buf[s.end:])
 	if err != nil {
 		return s.wrapOpErr("read", err)
 	}
