@@ -72,7 +72,12 @@ func TestSprightOnKnative(t *testing.T) {
 	t.Run("plain service through the SPRIGHT ingress", func(t *testing.T) {
 		// min-scale 1: it stays up through the other subtests, so the
 		// uninstall can show its pod moving back to the stock queue-proxy.
-		e.knT(t, "service", "create", "plain", "--image", httpfn, "--arg=--behavior=upper", "--scale-min", "1")
+		// target-burst-capacity 0: the ingress sends straight to its pods
+		// (ServerlessService in Serve mode), where EPROXY steers; with
+		// Knative's default (200) one pod keeps the activator in the path,
+		// and the activator's connections are never steered.
+		e.knT(t, "service", "create", "plain", "--image", httpfn, "--arg=--behavior=upper", "--scale-min", "1",
+			"--annotation", "autoscaling.knative.dev/target-burst-capacity=0")
 		code, body, err := e.curl("plain.default.example.com", "abc")
 		if err != nil || code != 200 || body != "ABC" {
 			t.Fatalf("curl plain: %d %q %v", code, body, err)
