@@ -44,7 +44,7 @@ func runSidecar(ctx context.Context, e *Env, f *File) error {
 			"traffic from are steered by the node agent's eBPF program straight to the function's port (SPRIGHT_STEER, the default: " +
 			"EPROXY answers the first request of a new client's connection itself with Connection: close, and wrk's reconnection is steered). eproxy-splice: the same with " +
 			"SPRIGHT_STEER=false, every connection spliced in the kernel (sk_skb redirect).",
-		"extra.allin_us_per_request: the host's busy CPU minus the load generator's (processes, kernel workers, softirq) per request.",
+		"All-in µs/request counts the host's busy CPU but the load generator's (kernel workers and softirq included): a splice moves the forwarding into kworkers, outside every process.",
 		"Sidecar environment: what the revision reconciler gives queue-proxy for a default install, with ENABLE_HTTP_FULL_DUPLEX=true " +
 			"(without it queue-proxy v0.42.2 aborts a few percent of answers to 10 KB POSTs, knative/serving#12387).",
 		fmt.Sprintf("POST bodies: %s, drawn per request. Per system: idle CPU over %v, %v warm-up, wrk for %v at concurrency %v; "+
@@ -246,12 +246,6 @@ func sidecarSystem(ctx context.Context, e *Env, f *File, sys, httpfn string, env
 		en.Extra = map[string]float64{}
 		if mhz > 0 && en.Requests > 0 {
 			en.Extra["cycles_per_request_est"] = en.CPUUsPerRequest * mhz
-		}
-		if en.Requests > 0 {
-			// All-in: every busy CPU of the host but the load generator's,
-			// kernel workers and softirq included (a splice moves the
-			// forwarding into kworkers, outside every process).
-			en.Extra["allin_us_per_request"] = (en.CPUCores + en.OtherCPUCores) * u.Wall.Seconds() / float64(en.Requests) * 1e6
 		}
 		if sys == SysDirect || en.Requests == 0 {
 			return
