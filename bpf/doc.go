@@ -349,7 +349,8 @@
 // nothing. EPROXY sends its traffic listener (QUEUE_SERVING_PORT, 8012)
 // to the agent, which finds the pod's network namespace from it
 // (SIOCGSKNS, SO_NETNS_COOKIE), attaches spright_steer with TCX to ingress
-// and egress of every interface there, pins the links, and records the
+// and egress of every interface there (lo: ingress only, which loopback
+// packets pass both ways), pins the links, and records the
 // namespace's policy in steer_ns (Steer). From then on:
 //
 //   - A SYN to from_port (8012) whose client address is in steer_src for

@@ -25,7 +25,7 @@ const steerPinPrefix = "steer-"
 // connections to that port from a steered source (SteerSource) are
 // rewritten to toPort, the user container's own port, and counted for
 // instance (see "Steer" in the package doc). It attaches spright_steer to
-// ingress and egress of every interface of that namespace (TCX), pins the
+// ingress and egress of every interface of that namespace (TCX; lo: ingress only), pins the
 // links under the pin directory so that they survive the agent, and
 // returns the namespace's cookie, the key of the other Steer methods. A
 // namespace already steered (a restarted agent, a restarted EPROXY) keeps
@@ -92,10 +92,16 @@ func (d *Datapath) attachSteer(cookie uint64, nsfd int) error {
 		}
 		var prog *ebpf.Program // this namespace's copy, loaded when first needed
 		for _, ifc := range ifs {
-			for _, dir := range []struct {
+			dirs := []struct {
 				name   string
 				attach ebpf.AttachType
-			}{{"in", ebpf.AttachTCXIngress}, {"out", ebpf.AttachTCXEgress}} {
+			}{{"in", ebpf.AttachTCXIngress}, {"out", ebpf.AttachTCXEgress}}
+			if ifc.Flags&net.FlagLoopback != 0 {
+				// Every loopback packet passes lo's ingress too, both
+				// ways: one run per packet is enough.
+				dirs = dirs[:1]
+			}
+			for _, dir := range dirs {
 				pin := filepath.Join(d.pinDir, fmt.Sprintf("%s%d-%d-%s", steerPinPrefix, cookie, ifc.Index, dir.name))
 				if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 					l.Close() // attached by an earlier agent: keep it
