@@ -146,7 +146,7 @@ func (d *Datapath) PauseSplice(clientFD, upstreamFD int) error {
 // sent during the pause to B in between (B is spliced again, so that write
 // is counted like a forwarded one).
 func (d *Datapath) ResumeUpstream(clientFD, upstreamFD int) error {
-	ca, cb, p, err := d.paused(clientFD, upstreamFD)
+	_, cb, p, err := d.paused(clientFD, upstreamFD)
 	if err != nil {
 		return fmt.Errorf("bpf: resume splice: %w", err)
 	}
@@ -155,7 +155,6 @@ func (d *Datapath) ResumeUpstream(clientFD, upstreamFD int) error {
 	if d.closed {
 		return ErrClosed
 	}
-	_ = ca
 	if err := d.objs.SplicePeer.Update(cb, &p.upstream, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("bpf: resume splice: upstream record: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spright-dev/spright/bpf"
 	"github.com/spright-dev/spright/pkg/control"
+	"github.com/spright-dev/spright/pkg/transport"
 )
 
 // PodIdentity is how a pod introduces itself to the node agent.
@@ -115,8 +116,8 @@ func (a *AgentClient) Splice(client, upstream *net.TCPConn, proxied bool) error 
 	defer a.mu.Unlock()
 	// The raw fds are used in place (no dup): SCM_RIGHTS gives the agent
 	// its own references.
-	err := withFD(client, func(cfd int) error {
-		return withFD(upstream, func(ufd int) error {
+	err := transport.ControlFD(client, func(cfd int) error {
+		return transport.ControlFD(upstream, func(ufd int) error {
 			return a.conn.Send(control.Message{Type: control.TypeSplice, Side: side}, cfd, ufd)
 		})
 	})
@@ -135,8 +136,8 @@ func (a *AgentClient) ProxiedCounters() (bpf.InstanceMetrics, error) { return a.
 
 // Unsplice asks the agent to take a pair apart (their sockets still open).
 func (a *AgentClient) Unsplice(client, upstream *net.TCPConn) error {
-	return withFD(client, func(cfd int) error {
-		return withFD(upstream, func(ufd int) error { return a.UnspliceFDs(cfd, ufd) })
+	return transport.ControlFD(client, func(cfd int) error {
+		return transport.ControlFD(upstream, func(ufd int) error { return a.UnspliceFDs(cfd, ufd) })
 	})
 }
 
@@ -162,7 +163,7 @@ func (a *AgentClient) UnspliceFDs(client, upstream int) error {
 func (a *AgentClient) Count(c *net.TCPConn, side string) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if err := withFD(c, func(fd int) error {
+	if err := transport.ControlFD(c, func(fd int) error {
 		return a.conn.Send(control.Message{Type: control.TypeCount, Side: side}, fd)
 	}); err != nil {
 		return err
@@ -172,18 +173,6 @@ func (a *AgentClient) Count(c *net.TCPConn, side string) error {
 		unix.Close(fd)
 	}
 	return err
-}
-
-func withFD(c *net.TCPConn, fn func(fd int) error) error {
-	raw, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := raw.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
 }
 
 // WaitClosed blocks until the agent ends the control connection (it
@@ -226,20 +215,12 @@ func (a *AgentClient) Close() error {
 // sources from EPROXY's traffic listener l straight to the user
 // container's port (package bpf, "Steer").
 func (a *AgentClient) Steer(l *net.TCPListener, userPort int) error {
-	raw, err := l.SyscallConn()
-	if err != nil {
-		return err
-	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	var serr error
-	if err := raw.Control(func(fd uintptr) {
-		serr = a.conn.Send(control.Message{Type: control.TypeSteer, Port: userPort}, int(fd))
+	if err := transport.ControlFD(l, func(fd int) error {
+		return a.conn.Send(control.Message{Type: control.TypeSteer, Port: userPort}, fd)
 	}); err != nil {
 		return err
-	}
-	if serr != nil {
-		return serr
 	}
 	return a.ack()
 }

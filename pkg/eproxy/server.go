@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/spright-dev/spright/bpf"
+	"github.com/spright-dev/spright/pkg/transport"
 
 	"go.uber.org/zap"
 	netheader "knative.dev/networking/pkg/http/header"
@@ -654,7 +655,7 @@ func (s *Server) boundSendBuffer(c net.Conn) {
 // queued is how many bytes wait unread in c's receive queue (SIOCINQ).
 func queued(c *net.TCPConn) int {
 	n := -1
-	withFD(c, func(fd int) error {
+	transport.ControlFD(c, func(fd int) error {
 		v, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
 		if err == nil {
 			n = v

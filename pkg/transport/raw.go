@@ -74,3 +74,18 @@ func RawWrite(rc syscall.RawConn, b []byte) (int, error) {
 	}
 	return n, err
 }
+
+// ControlFD runs fn with the raw fd of c (a socket or listener): to pass it
+// over SCM_RIGHTS, put it in a map or set an option. The fd is valid only
+// during fn.
+func ControlFD(c syscall.Conn, fn func(fd int) error) error {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var ferr error
+	if err := raw.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
+		return err
+	}
+	return ferr
+}

@@ -8,7 +8,6 @@ import (
 	"os"
 	"syscall"
 
-
 	"github.com/spright-dev/spright/pkg/descriptor"
 )
 
@@ -87,17 +86,7 @@ func NewSocket() (*Socket, error) {
 // Control runs fn with the raw fd of the socket that joins the sockhash
 // (to pass it over SCM_RIGHTS or put it in a map). The fd is valid only
 // during fn.
-func (s *Socket) Control(fn func(fd int) error) error {
-	raw, err := s.conn.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := raw.Control(func(fd uintptr) { ferr = fn(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
-}
+func (s *Socket) Control(fn func(fd int) error) error { return ControlFD(s.conn, fn) }
 
 // Send writes one descriptor in one sendmsg. A descriptor the kernel program
 // refuses (invalid, wrong chain, receiver gone) fails the write.

@@ -31,6 +31,7 @@ import (
 
 	"github.com/spright-dev/spright/bpf"
 	"github.com/spright-dev/spright/pkg/descriptor"
+	"github.com/spright-dev/spright/pkg/transport"
 	"github.com/spright-dev/spright/test/bench/internal/benchutil"
 )
 
@@ -108,18 +109,6 @@ func pair() (c, p *net.TCPConn, err error) {
 	return c, p, nil
 }
 
-func rawFD(c *net.TCPConn, f func(fd int) error) error {
-	rc, err := c.SyscallConn()
-	if err != nil {
-		return err
-	}
-	var ferr error
-	if err := rc.Control(func(fd uintptr) { ferr = f(int(fd)) }); err != nil {
-		return err
-	}
-	return ferr
-}
-
 // Run loads the datapath under o.PinDir, registers two sockets and bounces
 // a descriptor between them for o.Duration.
 func Run(o Options) (res Result, err error) {
@@ -172,14 +161,14 @@ func Run(o Options) (res Result, err error) {
 			c.Close()
 			p.Close()
 		}()
-		if err := rawFD(c, func(fd int) error { return dp.AddSocket(inst, chainID, fd) }); err != nil {
+		if err := transport.ControlFD(c, func(fd int) error { return dp.AddSocket(inst, chainID, fd) }); err != nil {
 			return res, err
 		}
 		if o.Mode == ModeThread {
 			// A duplicate shares the socket; blocking mode is a property
 			// of the open file, which Go's conn shares, but the conn is
 			// not used for I/O in this mode.
-			if err := rawFD(c, func(fd int) (err error) { ep.fd, err = unix.Dup(fd); return err }); err != nil {
+			if err := transport.ControlFD(c, func(fd int) (err error) { ep.fd, err = unix.Dup(fd); return err }); err != nil {
 				return res, err
 			}
 			if err := unix.SetNonblock(ep.fd, false); err != nil {
