@@ -64,22 +64,41 @@ func newPodNetns(t *testing.T, subnet int) *podNetns {
 }
 
 // do runs f on a thread inside the namespace: sockets it opens live there.
+// The thread is switched back before it is unlocked: a thread left locked
+// in another namespace would end with its goroutine, except the process's
+// main thread, which Go keeps (wedged) — and /proc/self/net, which other
+// tests read (the host's forwarding counter), shows the main thread's
+// namespace.
 func (p *podNetns) do(t *testing.T, f func()) {
 	t.Helper()
 	errc := make(chan error, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer unix.Close(orig)
 		fd, err := unix.Open("/run/netns/"+p.name, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- err
 			return
 		}
 		defer unix.Close(fd)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- err
 			return
 		}
 		f()
+		if err := unix.Setns(orig, unix.CLONE_NEWNET); err != nil {
+			errc <- fmt.Errorf("back to the host namespace: %w", err) // the thread stays locked and ends
+			return
+		}
+		runtime.UnlockOSThread()
 		errc <- nil
 	}()
 	if err := <-errc; err != nil {
